@@ -1,0 +1,114 @@
+"""Configs: one frozen dataclass per model family, overridable from the command line as key=value.
+
+Every family's `Config` subclasses `TrainConfig`, so every model accepts the same training keys
+(`steps=`, `batch_size=`, `lr=`, `seed=`, `image_size=`, `checkpoint_every=`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+C = TypeVar("C")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What the one training loop needs; model families add their own fields."""
+
+    # data
+    data: str = "shapes"  # a source of minimodal.data.SOURCES
+    n_train: int = 20_000  # examples drawn from the source for training
+    image_size: int = 32
+    context_length: int = 24  # text tokens per caption, BOS and EOS included
+    vocab_size: int = 384  # of the BPE text tokenizer trained on the source's captions
+    # optimisation (AdamW, linear warm-up then cosine decay, global-norm clipping)
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 = no EMA of the weights
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 50
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # 0 = evaluate at the end only
+    sample_every: int = 0  # 0 = sample grid at the end only
+
+
+# Keys that may change between a run and its resumption; any other change is an incompatible config.
+RESUMABLE_KEYS = frozenset(
+    {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "sample_every"}
+)
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parse one command-line value by the field's type (int, float, str, bool or tuple[int, ...])."""
+    kind = typing.get_origin(annotation) or annotation
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError(text)
+            return int(value)
+        if kind is tuple:
+            return tuple(int(v) for v in text.strip("()").split(",") if v.strip())
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"config key {key!r} expects {getattr(kind, '__name__', kind)}, got {text!r}") from None
+
+
+def override(config: C, assignments: Sequence[str] | dict[str, Any]) -> C:
+    """Return `config` with `key=value` assignments applied; unknown keys are a clear error."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
+    changes: dict[str, Any] = {}
+    items = assignments.items() if isinstance(assignments, dict) else [
+        _split_assignment(a) for a in assignments]
+    for key, value in items:
+        if key not in fields:
+            raise ValueError(
+                f"unknown config key {key!r} for {type(config).__module__}.{type(config).__name__}; "
+                f"valid keys: {', '.join(sorted(fields))}")
+        changes[key] = _parse_value(value, hints[key], key) if isinstance(value, str) else value
+    return dataclasses.replace(config, **changes)
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ValueError(f"expected key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save(config: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+
+
+def load(cls: type[C], path: str | Path) -> C:
+    values = json.loads(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v
+              for k, v in values.items() if k in known}
+    return cls(**kwargs)
+
+
+def incompatible_keys(old: Any, new: Any) -> list[str]:
+    """Keys whose values differ between two configs, other than those a resumed run may change."""
+    a, b = to_dict(old), to_dict(new)
+    return sorted(k for k in a.keys() | b.keys() if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))

@@ -1,0 +1,19 @@
+"""The registry of model families the trainer, the CLI and `minimodal.load` know by name."""
+
+from __future__ import annotations
+
+import importlib
+
+FAMILIES = {
+    "clip": "minimodal.clip",
+    "vqvae": "minimodal.vqvae",
+    "dalle": "minimodal.dalle",
+    "ddpm": "minimodal.ddpm",
+}
+
+
+def get_family(name: str):
+    """The `minimodal.train.Family` registered as `name` (each module defines `FAMILY`)."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name]).FAMILY
