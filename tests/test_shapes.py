@@ -1,0 +1,277 @@
+"""The shapes data set against its contract (../shared/SHAPES.md) and the exact grader."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from minimodal.data import load_examples, shapes
+
+SIZES = (16, 32, 64)
+BOX = {16: (4, 7), 32: (9, 15), 64: (18, 29)}  # round(0.28 S), round(0.46 S)
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Non-black pixels of a black-background scene: bool (S, S)."""
+    return image.any(-1)
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom / right exclusive."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def cell(lo: int, hi: int, size: int) -> int:
+    return int(np.floor((lo + hi) / 2 * 3 / size))
+
+
+# --- constants ----------------------------------------------------------------------------------------
+
+def test_constants_are_the_contract():
+    assert shapes.COLORS == {"red": (230, 25, 25), "green": (25, 190, 25), "blue": (30, 60, 230),
+                             "yellow": (240, 220, 30), "purple": (150, 40, 200), "white": (240, 240, 240)}
+    assert shapes.SHAPES == ("circle", "square", "triangle", "cross")
+    assert shapes.SIZES == {"small": 0.28, "large": 0.46}
+    assert shapes.POSITIONS == ("top left", "top", "top right", "left", "center", "right",
+                                "bottom left", "bottom", "bottom right")
+    assert set(shapes.HOLDOUT_PAIRS) == {("red", "triangle"), ("green", "circle"), ("blue", "cross"),
+                                         ("yellow", "square")}
+    assert len(shapes.CLASS_NAMES) == 24
+    assert shapes.CLASS_NAMES[2 * 4 + 3] == "blue cross" and shapes.CLASS_NAMES[0] == "red circle"
+    assert {s: (shapes.box_width("small", s), shapes.box_width("large", s)) for s in SIZES} == BOX
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pixels_are_palette_colours_on_black(size):
+    data = shapes.generate(200, size, seed=1)
+    for image, (obj,) in zip(data["images"], data["objects"]):
+        colours = {tuple(c) for c in image.reshape(-1, 3)}
+        assert colours == {(0, 0, 0), shapes.COLORS[obj["color"]]}
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_box_width_cell_and_geometry(size):
+    data = shapes.generate(300, size, seed=2)
+    seen = set()
+    for image, (obj,) in zip(data["images"], data["objects"]):
+        mask = foreground(image)
+        top, bottom, left, right = bbox(mask)
+        w = BOX[size][obj["size"] == "large"]
+        assert bottom - top == right - left == w, obj
+        assert shapes.POSITIONS[3 * cell(top, bottom, size) + cell(left, right, size)] == obj["position"]
+        i, j = np.arange(size)[:, None] - top, np.arange(size)[None, :] - left
+        np.testing.assert_array_equal(mask, shapes.shape_mask(obj["shape"], i, j, w, w))
+        seen.add((obj["size"], obj["position"], obj["shape"]))
+    assert len(seen) > 60  # sizes, all 9 cells and the 4 shapes all occur
+
+
+@pytest.mark.parametrize("w", [4, 7, 9, 15, 18, 29])
+def test_shape_geometry_closed_forms(w):
+    i, j = np.arange(w)[:, None], np.arange(w)[None, :]
+    circle, square, triangle, cross = (shapes.shape_mask(s, i, j, w, w) for s in shapes.SHAPES)
+    assert square.all()
+    # circle: a disc of diameter w touching all four sides, area ~ pi w^2 / 4, symmetric
+    assert circle[0].any() and circle[-1].any() and circle[:, 0].any() and circle[:, -1].any()
+    assert abs(circle.sum() - np.pi * w ** 2 / 4) <= 1.2 * w  # error ~ perimeter / 4
+    np.testing.assert_array_equal(circle, circle.T)
+    np.testing.assert_array_equal(circle, circle[::-1])
+    # triangle: apex at the top centre (1 or 2 px), base = the whole bottom row, widths grow, area ~ w^2 / 2
+    widths = triangle.sum(1)
+    assert widths[0] == 2 - w % 2 and widths[-1] == w and np.all(np.diff(widths) >= 0)
+    np.testing.assert_array_equal(triangle, triangle[:, ::-1])
+    assert abs(triangle.sum() - w * w / 2) <= w
+    # cross: arms of thickness max(1, w // 3), centred (margins differ by at most a pixel)
+    t = max(1, w // 3)
+    np.testing.assert_array_equal(cross.sum(1)[[0, -1]], [t, t])
+    np.testing.assert_array_equal(cross.sum(0)[[0, -1]], [t, t])
+    assert cross.sum() == 2 * w * t - t * t
+    arm = np.flatnonzero(cross[0])
+    assert abs(arm[0] - (w - 1 - arm[-1])) <= 1 and np.all(np.diff(arm) == 1)
+    np.testing.assert_array_equal(cross, cross.T)
+
+
+def test_shape_mask_is_empty_outside_its_box_and_rejects_unknown_shapes():
+    i, j = np.arange(-3, 12)[:, None], np.arange(-3, 12)[None, :]
+    for s in shapes.SHAPES:
+        mask = shapes.shape_mask(s, i, j, 9, 9)
+        assert not mask[:3].any() and not mask[:, :3].any() and not mask[12:].any() and not mask[:, 12:].any()
+    with pytest.raises(ValueError, match="unknown shape"):
+        shapes.shape_mask("star", i, j, 9, 9)
+
+
+# --- splits, determinism, captions --------------------------------------------------------------------
+
+def pairs_of(data):
+    return {(o["color"], o["shape"]) for objs in data["objects"] for o in objs}
+
+
+@pytest.mark.parametrize("objects", [1, 2])
+def test_holdout_pairs_never_in_train_and_are_all_of_holdout(objects):
+    train = pairs_of(shapes.generate(2000, 16, split="train", objects=objects))
+    holdout = pairs_of(shapes.generate(400, 16, split="holdout", objects=objects))
+    held = set(shapes.HOLDOUT_PAIRS)
+    assert not train & held
+    assert len(train) == 20  # every other pair occurs
+    assert holdout == held
+
+
+def test_labels_match_objects():
+    data = shapes.generate(300, 16, seed=3)
+    names = [f"{o['color']} {o['shape']}" for (o,) in data["objects"]]
+    assert data["labels"].dtype == np.int32
+    assert [data["class_names"][k] for k in data["labels"]] == names
+    colors = list(shapes.COLORS)
+    np.testing.assert_array_equal(
+        data["labels"], [colors.index(o["color"]) * 4 + shapes.SHAPES.index(o["shape"]) for (o,) in data["objects"]])
+
+
+@pytest.mark.parametrize("options", [{}, {"objects": 2}, {"background": "noise"}, {"background": "random_dark"},
+                                     {"background": "by_shape", "shape_background_p": 0.7}])
+def test_deterministic_in_seed_split_index(options):
+    whole = shapes.generate(30, 16, seed=5, **options)
+    part = shapes.generate(10, 16, seed=5, start=12, **options)
+    np.testing.assert_array_equal(part["images"], whole["images"][12:22])
+    assert part["captions"] == whole["captions"][12:22] and part["objects"] == whole["objects"][12:22]
+    other_seed = shapes.generate(30, 16, seed=6, **options)
+    other_split = shapes.generate(30, 16, seed=5, split="holdout", **options)
+    assert other_seed["captions"] != whole["captions"] and other_split["captions"] != whole["captions"]
+
+
+ONE = re.compile(r"a (?:(small|large) )?(\w+) (\w+)(?: (at the top left|at the top|at the top right|on the left|"
+                 r"in the center|on the right|at the bottom left|at the bottom|at the bottom right))?")
+TWO = re.compile(r"a (?:(small|large) )?(\w+) (\w+) (left of|right of|above|below) a (?:(small|large) )?(\w+) (\w+)")
+
+
+def test_one_object_captions_name_colour_and_shape():
+    data = shapes.generate(400, 16, seed=4)
+    forms = set()
+    for caption, (obj,) in zip(data["captions"], data["objects"]):
+        m = ONE.fullmatch(caption)
+        assert m, caption
+        size, color, shape, where = m.groups()
+        assert (color, shape) == (obj["color"], obj["shape"])
+        assert size in (None, obj["size"])
+        assert where in (None, shapes.PHRASES[obj["position"]])
+        forms.add((size is None, where is None))
+    assert len(forms) == 4  # every template occurs
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_two_objects_never_overlap_and_relations_hold(size):
+    data = shapes.generate(300, size, seed=7, objects=2)
+    checked = 0
+    for image, caption, objs in zip(data["images"], data["captions"], data["objects"]):
+        a, b = objs
+        assert (a["color"], a["shape"]) != (b["color"], b["shape"]) and a["position"] != b["position"]
+        m = TWO.fullmatch(caption)
+        assert m, caption
+        size_a, color_a, shape_a, relation, size_b, color_b, shape_b = m.groups()
+        assert (color_a, shape_a, color_b, shape_b) == (a["color"], a["shape"], b["color"], b["shape"])
+        assert size_a in (None, a["size"]) and size_b in (None, b["size"])
+        # no overlap: the painted pixels are the two shapes' full areas
+        areas = [shapes.shape_mask(o["shape"], *np.indices((64, 64)), w, w).sum()
+                 for o in objs for w in [BOX[size][o["size"] == "large"]]]
+        assert foreground(image).sum() == sum(areas)
+        if a["color"] != b["color"]:  # then each object's box can be read off its colour
+            ta, ba, la, ra = bbox((image == shapes.COLORS[a["color"]]).all(-1))
+            tb, bb, lb, rb = bbox((image == shapes.COLORS[b["color"]]).all(-1))
+            assert lb - ra >= 1 or la - rb >= 1 or tb - ba >= 1 or ta - bb >= 1  # a pixel apart
+            assert {"left of": ra <= lb, "right of": rb <= la, "above": ba <= tb, "below": bb <= ta}[relation]
+            checked += 1
+    assert checked > 200
+
+
+# --- backgrounds --------------------------------------------------------------------------------------
+
+def background_colours(images: np.ndarray, black: np.ndarray) -> np.ndarray:
+    """The colour of each image's first background pixel (found from the same scenes on black): (N, 3)."""
+    first = (~foreground(black)).reshape(len(black), -1).argmax(1)
+    return images.reshape(len(images), -1, 3)[np.arange(len(images)), first]
+
+
+def test_backgrounds_change_only_the_background():
+    black = shapes.generate(50, 16)["images"]
+    bg = ~foreground(black)
+    for name in ("random_dark", "noise", "by_shape"):
+        images = shapes.generate(50, 16, background=name)["images"]
+        np.testing.assert_array_equal(images[~bg], black[~bg])
+        assert images[bg].max() < shapes.DARK_MAX
+    dark = shapes.generate(50, 16, background="random_dark")["images"]
+    flat = background_colours(dark, black)[:, None, None, :]
+    assert np.all((dark == flat).all(-1) | ~bg) and len({tuple(c) for c in flat[:, 0, 0]}) > 40
+    noise = shapes.generate(50, 16, background="noise")["images"][bg]
+    assert noise.max() < shapes.DARK_MAX and noise.std() > 10
+
+
+def test_background_by_shape_correlation():
+    shape_of = {rgb: s for s, rgb in shapes.BACKGROUND_BY_SHAPE.items()}
+    black = shapes.generate(2000, 16)["images"]
+    for p, lo, hi in [(1.0, 1.0, 1.0), (0.8, 0.77, 0.83), (0.25, 0.22, 0.28)]:
+        data = shapes.generate(2000, 16, background="by_shape", shape_background_p=p)
+        keyed = [shape_of[tuple(int(v) for v in c)] for c in background_colours(data["images"], black)]
+        agree = np.mean([k == o["shape"] for k, (o,) in zip(keyed, data["objects"])])
+        assert lo <= agree <= hi, (p, agree)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="sizes"):
+        shapes.generate(4, 48)
+    with pytest.raises(ValueError, match="split"):
+        shapes.generate(4, split="test")
+    with pytest.raises(ValueError, match="background"):
+        shapes.generate(4, background="white")
+    with pytest.raises(ValueError, match="objects"):
+        shapes.generate(4, objects=3)
+    with pytest.raises(ValueError, match="non-negative"):
+        shapes.generate(-1)
+    with pytest.raises(ValueError, match="probability"):
+        shapes.generate(4, shape_background_p=1.5)
+    with pytest.raises(ValueError, match="unknown shapes option"):
+        shapes.examples("train", 4, 32, 0, colour="red")
+
+
+def test_examples_is_the_source_interface():
+    data = load_examples("shapes", "holdout", n=6, image_size=16, seed=2, objects=1)
+    ref = shapes.generate(6, 16, seed=2, split="holdout")
+    np.testing.assert_array_equal(data["images"], ref["images"])
+    assert data["captions"] == ref["captions"] and data["images"].shape == (6, 16, 16, 3)
+
+
+# --- the grader ---------------------------------------------------------------------------------------
+
+def read_rate(images, objects):
+    got = [shapes.read_attributes(im) for im in images]
+    want = [{k: o[k] for k in ("color", "shape", "position")} for (o,) in objects]
+    return np.mean([g == w for g, w in zip(got, want)])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("background", ["black", "random_dark", "noise", "by_shape"])
+def test_grader_reads_rendered_scenes(size, background):
+    data = shapes.generate(300, size, seed=11, background=background)
+    large = np.array([o["size"] == "large" for (o,) in data["objects"]])
+    assert read_rate(data["images"][large], np.array(data["objects"], object)[large]) >= 0.99
+    assert read_rate(data["images"][~large], np.array(data["objects"], object)[~large]) >= 0.99
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_grader_survives_mild_gaussian_noise(size):
+    data = shapes.generate(300, size, seed=12)
+    noise = np.random.default_rng(0).normal(0, 12, data["images"].shape)
+    noisy = np.clip(data["images"] + noise, 0, 255).astype(np.uint8)
+    assert read_rate(noisy, data["objects"]) >= 0.99
+
+
+def test_grader_says_none_without_an_object():
+    assert shapes.read_attributes(np.zeros((32, 32, 3), np.uint8)) is None
+    assert shapes.read_attributes(np.full((16, 16, 3), 50, np.uint8)) is None
+    speck = np.zeros((32, 32, 3), np.uint8)
+    speck[5, 5] = speck[20, 9] = (230, 25, 25)  # isolated pixels are noise, not an object
+    assert shapes.read_attributes(speck) is None
+    with pytest.raises(ValueError, match="uint8"):
+        shapes.read_attributes(np.zeros((32, 32, 3), np.float32))
