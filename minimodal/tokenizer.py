@@ -195,14 +195,13 @@ class Tokenizer:
         if not isinstance(context_length, (int, np.integer)) or context_length < 2:
             raise ValueError(f"context_length must be an int >= 2 (room for BOS and EOS), got {context_length!r}")
         T = int(context_length)
-        unique = {t: self.encode(t)[:T - 2] for t in dict.fromkeys(texts)}  # captions repeat: encode once
-        rows = [[BOS_ID, *unique[t], EOS_ID] for t in texts]
-        lengths_B = np.fromiter(map(len, rows), np.int64, len(rows))
-        tokens_BT = np.full((len(rows), T), PAD_ID, np.int32)
-        # scatter the concatenated rows into the leading `length` slots of each row
-        tokens_BT[np.arange(T) < lengths_B[:, None]] = np.fromiter(
-            (i for row in rows for i in row), np.int32, int(lengths_B.sum()))
-        return tokens_BT
+        row_of: dict[str, int] = {}  # distinct text -> its row in the table below (captions repeat)
+        inverse_B = np.fromiter((row_of.setdefault(t, len(row_of)) for t in texts), np.int64, len(texts))
+        table_UT = np.full((len(row_of), T), PAD_ID, np.int32)
+        for u, text in enumerate(row_of):
+            ids = self.encode(text)[:T - 2]
+            table_UT[u, :len(ids) + 2] = [BOS_ID, *ids, EOS_ID]
+        return table_UT[inverse_B]  # (B, T)
 
     # ---- persistence -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
