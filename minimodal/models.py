@@ -10,10 +10,18 @@ FAMILIES = {
     "dalle": "minimodal.dalle",
     "ddpm": "minimodal.ddpm",
 }
+_REGISTERED = {}  # families added at run time (your own model, or the tests' toy family)
+
+
+def register(family) -> None:
+    """Make a `minimodal.train.Family` known by its name, e.g. to `minimodal.load`."""
+    _REGISTERED[family.name] = family
 
 
 def get_family(name: str):
     """The `minimodal.train.Family` registered as `name` (each module defines `FAMILY`)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in FAMILIES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(FAMILIES)}")
     return importlib.import_module(FAMILIES[name]).FAMILY

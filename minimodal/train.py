@@ -1,16 +1,41 @@
-"""The one training loop. (Interface first; the loop itself lands next.)"""
+"""The one training loop: any model family, sharded over all devices, checkpointed, resumable, observable.
+
+A family (`Family`) gives a model builder and a pure `loss_fn`; `fit` owns everything else:
+data -> tokenizer -> batches sharded along the batch axis over a 1-D device mesh -> one jit-compiled
+step (AdamW, warm-up + cosine, global-norm clipping, optional EMA) -> metrics.jsonl, sample grids,
+Orbax checkpoints in the work directory. Re-running the same command resumes from the last checkpoint
+and, on the CPU, ends bitwise identical to an uninterrupted run: batch `s` and the step's PRNG key
+(`fold_in(key(seed), s)`) are pure functions of the step number.
+
+Flax API: NNX (`flax.nnx`), Flax's recommended API for new code. The model is split once into
+(graphdef, params, rest) and the step is a plain `jax.jit` of a pure function of those arrays, because
+`nnx.jit` re-walks the module graph on every call (tens of ms with hundreds of arrays).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import signal
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
+from minimodal import config as configlib
 from minimodal.config import TrainConfig
+from minimodal.tokenizer import Tokenizer
+
+logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,3 +60,354 @@ class Family:
     sample_grid: Callable[..., np.ndarray] | None = None
     evaluate: Callable[..., dict[str, float]] | None = None
     pipeline: Callable[..., Any] | None = None
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class WorkdirMismatch(ValueError):
+    """The work directory belongs to another model or to an incompatible config."""
+
+
+@dataclasses.dataclass
+class Trained:
+    """What `fit` returns: the trained model (EMA weights if kept) and what describes it."""
+
+    model: nnx.Module
+    config: TrainConfig
+    tokenizer: Tokenizer
+    workdir: Path
+    step: int
+    seconds: float  # wall time of this call's training steps (excluding set-up and compilation)
+
+
+# ----------------------------------------------------------------------------- work directory
+
+RUN_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE = "run.json", "config.json", "tokenizer.json", "metrics.jsonl"
+
+
+def saved_model_name(workdir: str | Path) -> str | None:
+    """The model family a work directory was made by, or None for a new directory."""
+    run = Path(workdir) / RUN_FILE
+    return json.loads(run.read_text())["model"] if run.exists() else None
+
+
+def saved_config(family: Family, workdir: str | Path) -> TrainConfig | None:
+    path = Path(workdir) / CONFIG_FILE
+    return configlib.load(family.config_class, path) if path.exists() else None
+
+
+def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
+    """Write run.json + config.json to a new work directory; refuse one made by another model/config."""
+    owner = saved_model_name(workdir)
+    if owner is not None and owner != family.name:
+        raise WorkdirMismatch(f"{workdir} holds a {owner!r} run, not {family.name!r}: choose another --workdir")
+    old = saved_config(family, workdir)
+    if old is not None:
+        changed = configlib.incompatible_keys(old, config)
+        if changed:
+            diffs = ", ".join(f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}" for k in changed)
+            raise WorkdirMismatch(f"{workdir} was trained with another config ({diffs}); resume with the "
+                                  "saved settings or choose a new --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / RUN_FILE).write_text(json.dumps({"model": family.name}) + "\n")
+    configlib.save(config, workdir / CONFIG_FILE)
+
+
+def _tokenizer_for(workdir: Path, captions: Sequence[str], vocab_size: int) -> Tokenizer:
+    path = workdir / TOKENIZER_FILE
+    if path.exists():
+        return Tokenizer.load(path)
+    tokenizer = Tokenizer.train(list(captions), vocab_size)
+    tokenizer.save(path)
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then cosine decay to 5% of `lr`, after global-norm clipping.
+
+    Weight decay applies to matrices and kernels only (ndim >= 2), not to biases, norms or scales.
+    """
+    warmup = min(config.warmup_steps, max(config.steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(config.steps, warmup + 1),
+                                                  end_value=0.05 * config.lr)
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                       optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask))
+
+
+def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig):
+    """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
+             "opt_state": tx.init(params), "bad_step": jnp.full((), -1, jnp.int32)}
+    if config.ema_decay > 0:
+        state["ema"] = jax.tree.map(jnp.copy, params)
+    return graphdef, state
+
+
+def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformation, config: TrainConfig):
+    """The pure step: (state, batch) -> (state, metrics). Non-finite losses leave the weights untouched
+    and record the first bad step in `state["bad_step"]`, so no host sync is needed to detect them."""
+    base_key = jax.random.key(config.seed)
+
+    def step_fn(state, batch):
+        rng = jax.random.fold_in(base_key, state["step"])
+
+        def loss_of(params):
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)  # fresh Variables in this trace
+            loss, metrics = family.loss_fn(model, batch, rng)
+            _, _, rest = nnx.split(model, nnx.Param, ...)  # non-Param state the loss updated (e.g. EMA codebooks)
+            return loss, (metrics, rest)
+
+        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new = {"step": state["step"] + 1, "params": keep(params, state["params"]),
+               "rest": keep(rest, state["rest"]), "opt_state": keep(opt_state, state["opt_state"]),
+               "bad_step": jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], state["step"])}
+        if "ema" in state:  # ema <- d * ema + (1 - d) * params
+            d = config.ema_decay
+            new["ema"] = keep(jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params), state["ema"])
+        return new, {"loss": loss, "grad_norm": grad_norm, **metrics}
+
+    return step_fn
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max(keep, 1), create=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def mesh_for(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D data-parallel mesh over `devices` (default: all devices)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
+
+
+def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: dict[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None, devices: Sequence[jax.Device] | None = None,
+        progress: bool = True) -> Trained:
+    """Train `family` with `config` in `workdir`, resuming from its last checkpoint if there is one."""
+    from minimodal.data import Batches, load_examples
+
+    workdir = Path(workdir)
+    if not isinstance(config, family.config_class):
+        raise TypeError(f"{family.name} needs a {family.config_class.__name__}, got {type(config).__name__}")
+    mesh = mesh_for(devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
+                         "the batch is split over")
+    _claim_workdir(family, config, workdir)
+    if examples is None:
+        examples = load_examples(config.data, "train", config.n_train, config.image_size, config.seed)
+    if tokenizer is None:
+        tokenizer = _tokenizer_for(workdir, examples["captions"], config.vocab_size)
+    elif not (workdir / TOKENIZER_FILE).exists():
+        tokenizer.save(workdir / TOKENIZER_FILE)
+    if family.prepare is not None:
+        examples = family.prepare(config, examples, tokenizer, workdir)
+
+    replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
+    model = family.build(config, tokenizer, nnx.Rngs(config.seed))
+    tx = make_optimizer(config)
+    graphdef, state = _initial_state(model, tx, config)
+    state = jax.device_put(state, replicated)
+    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
+    start = manager.latest_step() or 0
+    if start:
+        state = _restore(manager, start, state)
+    step_fn = jax.jit(make_train_step(family, graphdef, tx, config), donate_argnums=0,
+                      out_shardings=(replicated, replicated))
+
+    stop = _StopFlag()
+    state, seconds = _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, manager,
+                                state, start, stop, progress)
+    manager.close()
+    if stop.requested:
+        raise KeyboardInterrupt(f"interrupted: checkpoint saved at step {int(state['step'])} in {workdir}")
+    return Trained(_current_model(graphdef, state), config, tokenizer, workdir, int(state["step"]), seconds)
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag the loop checks between steps, so the state is never half-updated."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *_):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, manager, state, start, stop,
+               progress) -> tuple[dict[str, Any], float]:
+    """Run steps [start, config.steps) unless stopped; returns (state, seconds of steady-state training)."""
+    metrics_file = workdir / METRICS_FILE
+    pending: list[dict[str, jax.Array]] = []  # device scalars of the steps since the last log
+    bar = tqdm(total=config.steps, initial=start, desc=f"train {family.name}", disable=not progress,
+               dynamic_ncols=True)
+    t_log, t_train, step = time.perf_counter(), 0.0, start
+    with stop:
+        for step in range(start, config.steps):
+            if stop.requested:
+                break
+            state, metrics = step_fn(state, batches.batch(step))
+            pending.append(metrics)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                _check_finite(state, manager, workdir)
+                row = {k: float(v) for k, v in jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending).items()}
+                now = time.perf_counter()
+                row = {"step": done, **row, "steps_per_sec": len(pending) / (now - t_log), "time": time.time()}
+                if step >= start + 1:  # the first interval includes compilation
+                    t_train += now - t_log
+                t_log, pending = now, []
+                with metrics_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            bar.update(1)
+            if done % config.checkpoint_every == 0 and done != config.steps:
+                _save(manager, state, workdir)
+            if config.sample_every and done % config.sample_every == 0:
+                _write_samples(family, config, graphdef, tokenizer, state, workdir)
+            if config.eval_every and done % config.eval_every == 0:
+                _write_eval(family, config, graphdef, tokenizer, state, workdir)
+    bar.close()
+    final_step = int(state["step"])
+    if final_step > (manager.latest_step() or 0):
+        _save(manager, state, workdir)
+    if final_step == config.steps and not stop.requested and family.sample_grid is not None:
+        _write_samples(family, config, graphdef, tokenizer, state, workdir)
+    return state, t_train
+
+
+def _check_finite(state, manager: ocp.CheckpointManager, workdir: Path) -> None:
+    bad = int(state["bad_step"])
+    if bad >= 0:
+        last = manager.latest_step()
+        kept = f"the last good checkpoint (step {last}) is kept in {workdir}" if last else "no checkpoint was saved"
+        raise TrainingDiverged(f"loss became NaN/Inf at step {bad + 1}; training stopped and {kept}. "
+                               "Try a lower lr or stronger gradient clipping (grad_clip=...).")
+
+
+def _save(manager: ocp.CheckpointManager, state, workdir: Path) -> None:
+    _check_finite(state, manager, workdir)
+    manager.save(int(state["step"]), args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+
+def _current_model(graphdef, state) -> nnx.Module:
+    return nnx.merge(graphdef, state.get("ema", state["params"]), state["rest"])
+
+
+def _write_samples(family, config, graphdef, tokenizer, state, workdir: Path) -> None:
+    from minimodal.viz import save_grid
+
+    if family.sample_grid is None:
+        return
+    step = int(state["step"])
+    images = family.sample_grid(_current_model(graphdef, state), config, tokenizer,
+                                jax.random.fold_in(jax.random.key(config.seed + 1), step))
+    save_grid(np.asarray(images), workdir / "samples" / f"step_{step:06d}.png")
+
+
+def _write_eval(family, config, graphdef, tokenizer, state, workdir: Path) -> None:
+    if family.evaluate is None:
+        return
+    results = family.evaluate(_current_model(graphdef, state), config, tokenizer, workdir)
+    with (workdir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps({"step": int(state["step"]), **{k: float(v) for k, v in results.items()}}) + "\n")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model(workdir: str | Path, step: int | None = None) -> tuple[Family, nnx.Module, TrainConfig, Tokenizer]:
+    """Rebuild a trained model from its work directory alone (EMA weights when the run kept them),
+    from the last checkpoint or the one at `step`."""
+    from minimodal.models import get_family
+
+    workdir = Path(workdir)
+    name = saved_model_name(workdir)
+    if name is None:
+        raise FileNotFoundError(f"{workdir} is not a minimodal work directory (no {RUN_FILE}); "
+                                "train one with `minimodal train MODEL --workdir DIR`")
+    family = get_family(name)
+    config = saved_config(family, workdir)
+    tokenizer = Tokenizer.load(workdir / TOKENIZER_FILE)
+    model = family.build(config, tokenizer, nnx.Rngs(config.seed))
+    tx = make_optimizer(config)
+    graphdef, state = _initial_state(model, tx, config)
+    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
+    saved = manager.all_steps()
+    if not saved:
+        raise FileNotFoundError(f"{workdir} has no checkpoint yet; train it first")
+    if step is None:
+        step = max(saved)
+    elif step not in saved:
+        raise FileNotFoundError(f"{workdir} has no checkpoint at step {step}; it has {sorted(saved)}")
+    state = _restore(manager, step, state)
+    manager.close()
+    return family, _current_model(graphdef, state), config, tokenizer
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
+    """The rows of `metrics.jsonl`, in order."""
+    path = Path(workdir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def plot_loss(workdir: str | Path, out: str | Path | None = None) -> Path:
+    """Plot the loss curve of a run (log-scale y) to a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(workdir)
+    if not rows:
+        raise FileNotFoundError(f"{workdir} has no {METRICS_FILE} yet")
+    out = Path(out) if out else Path(workdir) / "loss.png"
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="loss", title=f"{saved_model_name(workdir)}: training loss")
+    if all(r["loss"] > 0 for r in rows) and max(r["loss"] for r in rows) > 4 * min(r["loss"] for r in rows):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+__all__ = ["Family", "Trained", "TrainingDiverged", "WorkdirMismatch", "fit", "load_model", "make_optimizer",
+           "make_train_step", "mesh_for", "plot_loss", "read_metrics"]

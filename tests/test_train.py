@@ -1,0 +1,187 @@
+"""The one training loop: learning, files, resumption (bitwise after SIGKILL), devices, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from minimodal import config as configlib
+from minimodal import train
+from minimodal.models import register
+from toy_family import FAMILY, ToyConfig, toy_examples
+
+TESTS = Path(__file__).parent
+register(FAMILY)
+
+
+def _fit(workdir, devices=None, **overrides):
+    return train.fit(FAMILY, configlib.override(ToyConfig(), overrides), workdir, examples=toy_examples(),
+                     devices=devices, progress=False)
+
+
+def _params(model) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def test_fit_learns_and_writes_a_self_describing_workdir(tmp_path):
+    trained = _fit(tmp_path)
+    rows = train.read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert all({"step", "loss", "accuracy", "grad_norm", "steps_per_sec"} <= r.keys() for r in rows)
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"] and rows[-1]["accuracy"] == 1.0
+    assert json.loads((tmp_path / "run.json").read_text()) == {"model": "toy"}
+    assert configlib.load(ToyConfig, tmp_path / "config.json") == trained.config
+    assert (tmp_path / "tokenizer.json").exists()
+    assert trained.step == 40
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [30, 40]  # every 10 steps, keep_checkpoints=2
+    assert train.plot_loss(tmp_path).stat().st_size > 0
+
+
+def test_load_model_restores_the_trained_weights(tmp_path):
+    trained = _fit(tmp_path, steps=20)
+    family, model, config, tokenizer = train.load_model(tmp_path)
+    assert family is FAMILY and config == trained.config
+    for a, b in zip(_params(model), _params(trained.model)):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.calls[...]) == 20  # non-Param state is checkpointed too
+
+
+def test_rerunning_a_finished_run_resumes_instead_of_retraining(tmp_path):
+    _fit(tmp_path, steps=20)
+    again = _fit(tmp_path, steps=20)
+    assert again.step == 20 and len(train.read_metrics(tmp_path)) == 4  # no new steps were logged
+    longer = _fit(tmp_path, steps=30)  # `steps` may grow on resumption
+    assert longer.step == 30 and train.read_metrics(tmp_path)[-1]["step"] == 30
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np, jax
+    from flax import nnx
+    sys.path.insert(0, {tests!r})
+    from minimodal import train
+    from minimodal.data import pipeline
+    from toy_family import FAMILY, ToyConfig, toy_examples
+    workdir, kill_at = sys.argv[1], int(sys.argv[2])
+    batch = pipeline.Batches.batch
+    def batch_or_die(self, step):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch(self, step)
+    pipeline.Batches.batch = batch_or_die
+    trained = train.fit(FAMILY, ToyConfig(steps=40), workdir, examples=toy_examples(), progress=False)
+    leaves = jax.tree.leaves(nnx.state(trained.model, nnx.Param))
+    np.savez(os.path.join(workdir, "final.npz"), *[np.asarray(x) for x in leaves])
+""")
+
+
+def test_sigkill_then_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(TESTS)))
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+
+    def run(workdir, kill_at):
+        return subprocess.run([sys.executable, str(script), str(workdir), str(kill_at)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    killed = run(tmp_path / "a", kill_at=25)  # dies after the step-20 checkpoint, mid-way to step 30
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "a" / "final.npz").exists()
+    resumed = run(tmp_path / "a", kill_at=-1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = run(tmp_path / "b", kill_at=-1)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = np.load(tmp_path / "a" / "final.npz"), np.load(tmp_path / "b" / "final.npz")
+    for key in b.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    losses = lambda d: [r["loss"] for r in train.read_metrics(d)]  # noqa: E731
+    assert losses(tmp_path / "a")[-2:] == losses(tmp_path / "b")[-2:]
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+def test_one_device_and_eight_devices_give_the_same_loss_curve(tmp_path):
+    _fit(tmp_path / "one", devices=jax.devices()[:1])
+    _fit(tmp_path / "eight", devices=jax.devices()[:8])
+    one, eight = train.read_metrics(tmp_path / "one"), train.read_metrics(tmp_path / "eight")
+    np.testing.assert_allclose([r["loss"] for r in one], [r["loss"] for r in eight], rtol=1e-5)
+
+
+def test_batch_size_must_split_over_devices(tmp_path):
+    if jax.device_count() < 2:
+        pytest.skip("needs several devices")
+    with pytest.raises(ValueError, match="multiple of the"):
+        _fit(tmp_path, batch_size=jax.device_count() + 1)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(train.TrainingDiverged, match=r"at step 13;.*step 10"):
+        _fit(tmp_path, nan_after=12)  # the 13th step's loss is NaN
+    _, model, _, _ = train.load_model(tmp_path)
+    assert int(model.calls[...]) == 10
+    assert all(np.isfinite(p).all() for p in _params(model))
+
+
+def test_ctrl_c_saves_a_checkpoint_then_stops(tmp_path, monkeypatch):
+    from minimodal.data import pipeline
+
+    batch = pipeline.Batches.batch
+
+    def batch_with_interrupt(self, step):
+        if step == 6:
+            os.kill(os.getpid(), __import__("signal").SIGINT)
+        return batch(self, step)
+
+    monkeypatch.setattr(pipeline.Batches, "batch", batch_with_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint saved at step 7"):
+        _fit(tmp_path)
+    monkeypatch.setattr(pipeline.Batches, "batch", batch)
+    assert _fit(tmp_path).step == 40  # and the next run resumes from it
+
+
+def test_workdir_of_another_model_or_config_is_refused(tmp_path):
+    _fit(tmp_path, steps=10)
+    with pytest.raises(train.WorkdirMismatch, match=r"lr: 0.05 -> 0.1"):
+        _fit(tmp_path, steps=10, lr=0.1)
+    (tmp_path / "run.json").write_text('{"model": "clip"}')
+    with pytest.raises(train.WorkdirMismatch, match="holds a 'clip' run"):
+        _fit(tmp_path, steps=10)
+
+
+def test_ema_is_the_exponential_average_of_the_weights(tmp_path):
+    # ema_n = d ema_{n-1} + (1 - d) p_n, ema_0 = p_0; with d = 1/2 over 2 steps: p0/4 + p1/4 + p2/2
+    ema = _fit(tmp_path / "ema", steps=2, warmup_steps=0, ema_decay=0.5, log_every=1)
+    raw = tmp_path / "raw"
+    _fit(raw, steps=2, warmup_steps=0, log_every=1, checkpoint_every=1, keep_checkpoints=3)
+    p0 = _params(FAMILY.build(ToyConfig(), None, nnx.Rngs(0)))
+    p1, p2 = _params(train.load_model(raw, step=1)[1]), _params(train.load_model(raw)[1])
+    assert not np.allclose(p1[0], p0[0]) and not np.allclose(p2[0], p1[0])
+    for e, a, b, c in zip(_params(ema.model), p0, p1, p2):
+        np.testing.assert_allclose(e, a / 4 + b / 4 + c / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_schedule_and_weight_decay_mask():
+    config = ToyConfig(steps=100, warmup_steps=10, lr=1.0, weight_decay=0.5, grad_clip=1e9)
+    tx = train.make_optimizer(config)
+    params = {"w": np.ones((2, 2), np.float32), "b": np.ones((2,), np.float32)}
+    state = tx.init(params)
+    zeros = {"w": np.zeros((2, 2), np.float32), "b": np.zeros((2,), np.float32)}
+    updates, _ = tx.update(zeros, state, params)
+    assert float(abs(updates["w"]).max()) == 0.0  # lr is 0 at step 0 of the warm-up
+    for _ in range(11):  # the 11th update runs at step 10, the end of the warm-up
+        updates, state = tx.update(zeros, state, params)
+    # at the end of warm-up lr = 1: decoupled decay moves w by -lr * wd * w; biases are not decayed
+    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)), rtol=1e-6)
+    np.testing.assert_allclose(updates["b"], 0.0)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 10, 100, end_value=0.05)
+    assert float(schedule(100)) == pytest.approx(0.05)
