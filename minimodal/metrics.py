@@ -7,7 +7,8 @@ the pixels; an unreadable image (None) counts as wrong on every attribute.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,8 @@ def _prompt_objects(objects: Sequence[Any], n: int) -> list[dict[str, str]]:
     for k, obj in enumerate(objects):
         if not isinstance(obj, dict):
             if len(obj) != 1:
-                raise ValueError(f"caption fidelity grades one-object scenes; image {k} asks for {len(obj)} objects")
+                raise ValueError(f"caption fidelity grades one-object scenes; image {k} asks for "
+                                 f"{len(obj)} objects")
             obj = obj[0]
         out.append(obj)
     return out

@@ -126,11 +126,12 @@ def test_labels_match_objects():
     assert data["labels"].dtype == np.int32
     assert [data["class_names"][k] for k in data["labels"]] == names
     colors = list(shapes.COLORS)
-    np.testing.assert_array_equal(
-        data["labels"], [colors.index(o["color"]) * 4 + shapes.SHAPES.index(o["shape"]) for (o,) in data["objects"]])
+    want = [colors.index(o["color"]) * 4 + shapes.SHAPES.index(o["shape"]) for (o,) in data["objects"]]
+    np.testing.assert_array_equal(data["labels"], want)
 
 
-@pytest.mark.parametrize("options", [{}, {"objects": 2}, {"background": "noise"}, {"background": "random_dark"},
+@pytest.mark.parametrize("options", [{}, {"objects": 2}, {"background": "noise"},
+                                     {"background": "random_dark"},
                                      {"background": "by_shape", "shape_background_p": 0.7}])
 def test_deterministic_in_seed_split_index(options):
     whole = shapes.generate(30, 16, seed=5, **options)
@@ -142,9 +143,10 @@ def test_deterministic_in_seed_split_index(options):
     assert other_seed["captions"] != whole["captions"] and other_split["captions"] != whole["captions"]
 
 
-ONE = re.compile(r"a (?:(small|large) )?(\w+) (\w+)(?: (at the top left|at the top|at the top right|on the left|"
-                 r"in the center|on the right|at the bottom left|at the bottom|at the bottom right))?")
-TWO = re.compile(r"a (?:(small|large) )?(\w+) (\w+) (left of|right of|above|below) a (?:(small|large) )?(\w+) (\w+)")
+WHERE = "|".join(shapes.PHRASES.values())
+ONE = re.compile(rf"a (?:(small|large) )?(\w+) (\w+)(?: ({WHERE}))?")
+TWO = re.compile(r"a (?:(small|large) )?(\w+) (\w+) (left of|right of|above|below) "
+                 r"a (?:(small|large) )?(\w+) (\w+)")
 
 
 def test_one_object_captions_name_colour_and_shape():
@@ -275,3 +277,37 @@ def test_grader_says_none_without_an_object():
     assert shapes.read_attributes(speck) is None
     with pytest.raises(ValueError, match="uint8"):
         shapes.read_attributes(np.zeros((32, 32, 3), np.float32))
+
+
+def rim_errors(images: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Ragged edges: each pixel on either side of an object's outline flips with probability p."""
+    fg = foreground(images)
+    padded = np.pad(fg, ((0, 0), (1, 1), (1, 1)))
+    size = images.shape[1]
+    neighbours = sum(padded[:, 1 + a:size + 1 + a, 1 + b:size + 1 + b]
+                     for a, b in ((0, 1), (1, 0), (0, -1), (-1, 0)))
+    flip = ((fg & (neighbours < 4)) | (~fg & (neighbours > 0))) & (rng.random(fg.shape) < p)
+    colour = images.reshape(len(images), -1, 3).max(1)[:, None, None, :]  # each image's object colour
+    flipped = np.where((flip & fg)[..., None], 0, np.where((flip & ~fg)[..., None], colour, images))
+    return flipped.astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_grader_tolerates_generated_image_defects(size):
+    data = shapes.generate(300, size, seed=13)
+    images, rng = data["images"].astype(np.float64), np.random.default_rng(1)
+    fg = foreground(data["images"])[..., None]
+    # dimmed and tinted: x = 0.7 c + jitter on the object
+    tinted = np.where(fg, 0.7 * images + rng.uniform(-25, 25, (300, 1, 1, 3)), images)
+    assert read_rate(np.clip(tinted, 0, 255).astype(np.uint8), data["objects"]) >= 0.99
+    specks = data["images"].copy()  # three stray bright pixels
+    for _ in range(3):
+        where = np.arange(300), rng.integers(0, size, 300), rng.integers(0, size, 300)
+        specks[where] = rng.integers(100, 256, (300, 3))
+    assert read_rate(specks, data["objects"]) >= 0.99
+    assert read_rate(rim_errors(data["images"], 0.25, rng), data["objects"]) >= {32: 0.96, 64: 0.99}[size]
+    if size == 64:  # soft edges: a 3 x 3 box blur
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        blurred = sum(padded[:, 1 + a:size + 1 + a, 1 + b:size + 1 + b]
+                      for a in (-1, 0, 1) for b in (-1, 0, 1)) / 9
+        assert read_rate(np.rint(blurred).astype(np.uint8), data["objects"]) >= 0.98

@@ -19,10 +19,11 @@ Tensor names: N examples, S canvas side, k random columns.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 25, 25),
@@ -114,32 +115,30 @@ def shape_mask(shape: str, i: np.ndarray, j: np.ndarray, h: Any, w: Any) -> np.n
     raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-@lru_cache(maxsize=None)
-def _offsets(size: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Valid box corners per cell: lo[c], hi[c] (inclusive) with 0 <= x0 <= size - w and
-    c * size / 3 <= x0 + w / 2 < (c + 1) * size / 3 (the box centre lies in cell c)."""
-    x0 = np.arange(size - w + 1)
-    cell = np.floor((2 * x0 + w) * 3 / (2 * size)).astype(int)  # floor(3 (x0 + w/2) / size)
-    lo = np.array([x0[cell == c].min() for c in range(3)])
-    hi = np.array([x0[cell == c].max() for c in range(3)])
+@cache
+def _corner_ranges(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Valid box corners x0 per (small / large, cell): lo, hi (inclusive) int (2, 3), such that
+    0 <= x0 <= size - w (on the canvas) and c size / 3 <= x0 + w / 2 < (c + 1) size / 3 (centre in cell c)."""
+    lo, hi = np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64)
+    for k, name in enumerate(SIZES):
+        w = box_width(name, size)
+        x0 = np.arange(size - w + 1)
+        cell = (2 * x0 + w) * 3 // (2 * size)  # floor(3 (x0 + w / 2) / size)
+        lo[k] = [x0[cell == c].min() for c in range(3)]
+        hi[k] = [x0[cell == c].max() for c in range(3)]
     return lo, hi
 
 
-def _layout(u_Nk: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
-    """One object's size, cell and box corner from 4 uniforms per example: int arrays (N,)."""
-    large = _pick(u_Nk[:, 0], 2)
-    w = np.where(large == 1, box_width("large", image_size), box_width("small", image_size))
-    cell = _pick(u_Nk[:, 1], 9)
+def _layout(u_N4: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """One object's size (0 small, 1 large), box side w, cell and box corner (y0, x0), from 4 uniforms
+    per example: int arrays (N,). Size, cell and the corner within the cell's range are uniform."""
+    large, cell = _pick(u_N4[:, 0], 2), _pick(u_N4[:, 1], 9)
+    lo, hi = _corner_ranges(size)
     row, col = np.divmod(cell, 3)
-    corners = []
-    for rc, u in ((row, u_Nk[:, 2]), (col, u_Nk[:, 3])):
-        lo = np.empty_like(rc)
-        hi = np.empty_like(rc)
-        for width in np.unique(w):
-            lo_c, hi_c = _offsets(image_size, int(width))
-            lo[w == width], hi[w == width] = lo_c[rc[w == width]], hi_c[rc[w == width]]
-        corners.append(lo + _pick(u, hi - lo + 1))
-    return {"size": large, "w": w, "cell": cell, "y0": corners[0], "x0": corners[1]}
+    y0 = lo[large, row] + _pick(u_N4[:, 2], hi[large, row] - lo[large, row] + 1)
+    x0 = lo[large, col] + _pick(u_N4[:, 3], hi[large, col] - lo[large, col] + 1)
+    w = np.array([box_width(name, size) for name in SIZES])[large]
+    return {"large": large, "w": w, "cell": cell, "y0": y0, "x0": x0}
 
 
 def _apart(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
@@ -149,23 +148,20 @@ def _apart(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
     return (gap_x >= 1) | (gap_y >= 1)
 
 
-def _paint(images_NSS3: np.ndarray, shape_N: np.ndarray, color_N3: np.ndarray, y0_N: np.ndarray,
-           x0_N: np.ndarray, w_N: np.ndarray) -> None:
-    """Draw one object per image in place, shape by shape (vectorised over the images)."""
+def _paint(images_NSS3: np.ndarray, obj: dict[str, np.ndarray]) -> None:
+    """Draw one object per image in place, one shape at a time (vectorised over the images)."""
     grid = np.arange(images_NSS3.shape[1])
     for s, name in enumerate(SHAPES):
-        idx = np.flatnonzero(shape_N == s)
-        if idx.size:
-            y0, x0, w = (a[idx, None, None] for a in (y0_N, x0_N, w_N))
-            mask_nSS = shape_mask(name, grid[None, :, None] - y0, grid[None, None, :] - x0, w, w)
-            sub = images_NSS3[idx]
-            sub[mask_nSS] = np.repeat(color_N3[idx], mask_nSS.sum((1, 2)), axis=0)
-            images_NSS3[idx] = sub
+        idx = np.flatnonzero(obj["shape"] == s)
+        y0, x0, w = (obj[k][idx, None, None] for k in ("y0", "x0", "w"))  # (n, 1, 1)
+        mask_nSS = shape_mask(name, grid[None, :, None] - y0, grid[None, None, :] - x0, w, w)
+        rgb_n113 = _PALETTE[obj["color"][idx]][:, None, None, :]
+        images_NSS3[idx] = np.where(mask_nSS[..., None], rgb_n113, images_NSS3[idx])
 
 
 # --- scenes -----------------------------------------------------------------------------------------
 
-def _check(size: int, split: str, objects: int, background: str, n: int, seed: int, start: int) -> None:
+def _check(size, split, objects, background, shape_background_p, n, seed, start) -> None:
     if size not in IMAGE_SIZES:
         raise ValueError(f"shapes renders sizes {IMAGE_SIZES}, got size={size}")
     if split not in SPLITS:
@@ -174,32 +170,69 @@ def _check(size: int, split: str, objects: int, background: str, n: int, seed: i
         raise ValueError(f"objects must be 1 or 2, got {objects}")
     if background not in BACKGROUNDS:
         raise ValueError(f"unknown background {background!r}; choose one of {BACKGROUNDS}")
+    if not 0.0 <= shape_background_p <= 1.0:
+        raise ValueError(f"shape_background_p must be a probability, got {shape_background_p}")
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
-def _backgrounds(u, seed, split_id, index_N, size, background, shape_N, shape_background_p):
+def _objects(u_Nk: np.ndarray, seed: int, split: str, index_N: np.ndarray, size: int,
+             objects: int) -> list[dict[str, np.ndarray]]:
+    """Per object slot, int arrays (N,): colour, shape and the `_layout` fields.
+
+    Pairs are uniform over the split's allowed (colour, shape) pairs; a second object has another
+    pair, and both layouts are drawn again (fresh columns per attempt) until the boxes are apart.
+    """
+    pairs = np.array(_PAIRS[split])  # (m, 2)
+    first = _pick(u_Nk[:, _PAIR], len(pairs))
+    chosen = [first, (first + 1 + _pick(u_Nk[:, _PAIR2], len(pairs) - 1)) % len(pairs)][:objects]
+    slots = [_layout(u_Nk[:, _LAYOUT + 4 * k:_LAYOUT + 4 * k + 4], size) for k in range(objects)]
+    if objects == 2:
+        attempt, todo = 1, np.flatnonzero(~_apart(*slots))
+        while todo.size:  # each attempt succeeds with probability > 1/2
+            redo = _uniform(seed, SPLITS[split], index_N[todo], _LAYOUT + 8 * attempt + np.arange(8))
+            new = [_layout(redo[:, :4], size), _layout(redo[:, 4:], size)]
+            for slot, fresh in zip(slots, new):
+                for key in slot:
+                    slot[key][todo] = fresh[key]
+            attempt, todo = attempt + 1, todo[~_apart(*new)]
+    for slot, c in zip(slots, chosen):
+        slot["color"], slot["shape"] = pairs[c, 0], pairs[c, 1]
+    return slots
+
+
+def _backgrounds(u_Nk: np.ndarray, seed: int, split_id: int, index_N: np.ndarray, size: int,
+                 background: str, shape_N: np.ndarray, shape_background_p: float) -> np.ndarray:
     """Canvas per image: uint8 (N, S, S, 3)."""
     n = len(index_N)
     if background == "black":
         return np.zeros((n, size, size, 3), np.uint8)
     if background == "noise":  # every pixel and channel uniform in [0, DARK_MAX)
-        cols = _NOISE + np.arange(size * size * 3)
-        return _pick(_uniform(seed, split_id, index_N, cols), DARK_MAX).astype(np.uint8).reshape(
-            n, size, size, 3)
+        u_Np = _uniform(seed, split_id, index_N, _NOISE + np.arange(size * size * 3))
+        return _pick(u_Np, DARK_MAX).astype(np.uint8).reshape(n, size, size, 3)
     if background == "random_dark":  # one flat colour, each channel uniform in [0, DARK_MAX)
-        rgb_N3 = _pick(u[:, _BG:_BG + 3], DARK_MAX)
-    else:  # by_shape: the shape's colour with probability p, otherwise another shape's
-        other = (shape_N + 1 + _pick(u[:, _BG_SHAPE], 3)) % 4
-        keyed = np.where(u[:, _BG_SHAPE + 1] < shape_background_p, shape_N, other)
-        rgb_N3 = np.array(list(BACKGROUND_BY_SHAPE.values()), np.int64)[keyed]
+        rgb_N3 = _pick(u_Nk[:, _BG:_BG + 3], DARK_MAX)
+    else:  # by_shape: the shape's colour with probability p, otherwise one of the other three shapes'
+        other = (shape_N + 1 + _pick(u_Nk[:, _BG_SHAPE], 3)) % 4
+        keyed = np.where(u_Nk[:, _BG_SHAPE + 1] < shape_background_p, shape_N, other)
+        rgb_N3 = np.array(list(BACKGROUND_BY_SHAPE.values()))[keyed]
     return np.broadcast_to(rgb_N3.astype(np.uint8)[:, None, None, :], (n, size, size, 3)).copy()
 
 
-def _describe(color: int, shape: int, large: int, with_size: bool) -> str:
-    size = ("large " if large else "small ") if with_size else ""
-    return f"{size}{list(COLORS)[color]} {SHAPES[shape]}"
+def _caption(objs: list[dict[str, str]], template: int, u_relation: float, boxes: list[tuple]) -> str:
+    """One caption; template bit 0: name the size(s), bit 1: name where (one-object scenes).
+
+    one object: "a [size] colour shape [where]"; two: "a [size] colour shape RELATION a [size] colour shape"
+    with RELATION drawn (by u_relation) among those that hold between the boxes (y0, x0, w).
+    """
+    names = [(f"{o['size']} " if template & 1 else "") + f"{o['color']} {o['shape']}" for o in objs]
+    if len(objs) == 1:
+        return f"a {names[0]} {PHRASES[objs[0]['position']]}" if template & 2 else f"a {names[0]}"
+    (ya, xa, wa), (yb, xb, wb) = boxes
+    holds = [xa + wa <= xb, xb + wb <= xa, ya + wa <= yb, yb + wb <= ya]  # left of, right of, above, below
+    true = [r for r, h in zip(RELATIONS, holds) if h]
+    return f"a {names[0]} {true[int(u_relation * len(true))]} a {names[1]}"
 
 
 def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", objects: int = 1,
@@ -216,63 +249,28 @@ def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", object
     or "by_shape" (BACKGROUND_BY_SHAPE of the first object's shape with probability
     `shape_background_p`, otherwise one of the other three shapes' colours; p = 0.25 decorrelates).
     """
-    _check(size, split, objects, background, n, seed, start)
-    if not 0.0 <= shape_background_p <= 1.0:
-        raise ValueError(f"shape_background_p must be a probability, got {shape_background_p}")
-    split_id, pairs = SPLITS[split], np.array(_PAIRS[split])  # pairs (m, 2)
+    _check(size, split, objects, background, shape_background_p, n, seed, start)
     index_N = np.arange(start, start + n, dtype=np.int64)
-    u = _uniform(seed, split_id, index_N, np.arange(_LAYOUT + 8))  # (N, 17)
+    u_Nk = _uniform(seed, SPLITS[split], index_N, np.arange(_LAYOUT + 8))
+    slots = _objects(u_Nk, seed, split, index_N, size, objects)
+    images = _backgrounds(u_Nk, seed, SPLITS[split], index_N, size, background, slots[0]["shape"],
+                          shape_background_p)
+    for slot in slots:
+        _paint(images, slot)
 
-    first = _pick(u[:, _PAIR], len(pairs))
-    chosen = [first]
-    layouts = [_layout(u[:, _LAYOUT:_LAYOUT + 4], size)]
-    if objects == 2:  # a different pair, and a layout drawn again until the boxes are apart
-        chosen.append((first + 1 + _pick(u[:, _PAIR2], len(pairs) - 1)) % len(pairs))
-        second = _layout(u[:, _LAYOUT + 4:_LAYOUT + 8], size)
-        attempt, todo = 1, np.flatnonzero(~_apart(layouts[0], second))
-        while todo.size:
-            cols = _LAYOUT + 8 * attempt + np.arange(8)
-            redo = _uniform(seed, split_id, index_N[todo], cols)
-            a, b = _layout(redo[:, :4], size), _layout(redo[:, 4:], size)
-            for layout, new in ((layouts[0], a), (second, b)):
-                for key in layout:
-                    layout[key][todo] = new[key]
-            attempt, todo = attempt + 1, todo[~_apart(a, b)]
-        layouts.append(second)
-    color_N = [pairs[c, 0] for c in chosen]
-    shape_N = [pairs[c, 1] for c in chosen]
-
-    images = _backgrounds(u, seed, split_id, index_N, size, background, shape_N[0], shape_background_p)
-    for c, s, lay in zip(color_N, shape_N, layouts):
-        _paint(images, s, _PALETTE[c], lay["y0"], lay["x0"], lay["w"])
-
-    template = _pick(u[:, _TEMPLATE], 4)  # bit 0: name the size, bit 1: name where
-    captions, objs = [], []
-    for k in range(n):
-        obj = [{"color": list(COLORS)[c[k]], "shape": SHAPES[s[k]], "size": ("small", "large")[lay["size"][k]],
-                "position": POSITIONS[lay["cell"][k]]} for c, s, lay in zip(color_N, shape_N, layouts)]
-        objs.append(obj)
-        with_size, with_where = template[k] & 1, template[k] & 2
-        a = _describe(color_N[0][k], shape_N[0][k], layouts[0]["size"][k], with_size)
-        if objects == 1:
-            captions.append(f"a {a} {PHRASES[obj[0]['position']]}" if with_where else f"a {a}")
-        else:
-            b = _describe(color_N[1][k], shape_N[1][k], layouts[1]["size"][k], with_size)
-            captions.append(f"a {a} {_relation(layouts, k, u[k, _RELATION])} a {b}")
+    template = _pick(u_Nk[:, _TEMPLATE], 4)
+    color_names, size_names = list(COLORS), list(SIZES)
+    scenes = [[{"color": color_names[c], "shape": SHAPES[s], "size": size_names[z], "position": POSITIONS[p]}
+               for c, s, z, p in zip(*(slot[k].tolist() for k in ("color", "shape", "large", "cell")))]
+              for slot in slots]
+    boxes = [list(zip(*(slot[k].tolist() for k in ("y0", "x0", "w")))) for slot in slots]
+    objs = [list(scene) for scene in zip(*scenes)]
+    captions = [_caption(objs[k], template[k], u_Nk[k, _RELATION], [b[k] for b in boxes]) for k in range(n)]
     out = {"images": images, "captions": captions, "objects": objs}
     if objects == 1:
-        out["labels"] = (color_N[0] * 4 + shape_N[0]).astype(np.int32)
+        out["labels"] = (slots[0]["color"] * 4 + slots[0]["shape"]).astype(np.int32)
         out["class_names"] = list(CLASS_NAMES)
     return out
-
-
-def _relation(layouts: list[dict[str, np.ndarray]], k: int, u: float) -> str:
-    """A relation that holds between the boxes of objects 0 and 1 of example k, picked with u."""
-    a, b = ({key: int(v[k]) for key, v in lay.items()} for lay in layouts)
-    true = [r for r, holds in zip(RELATIONS, (
-        a["x0"] + a["w"] <= b["x0"], b["x0"] + b["w"] <= a["x0"],
-        a["y0"] + a["w"] <= b["y0"], b["y0"] + b["w"] <= a["y0"])) if holds]
-    return true[int(u * len(true))]
 
 
 def examples(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0,
@@ -288,49 +286,76 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
 
 # --- the grader -------------------------------------------------------------------------------------
 
-FOREGROUND_DISTANCE = 90.0  # RGB distance from the background beyond which a pixel is foreground
-MIN_IOU = 0.5  # a blob that matches no shape template this well is unreadable
+CORE_DISTANCE = 90.0  # RGB distance from the background beyond which a pixel surely shows the object
+MIN_BLOB = 0.25  # blobs smaller than this fraction of the largest one are specks, not the object
+MIN_IOU = 0.5  # a foreground that matches no shape template this well is unreadable
+
+
+# Inner boxes tried inside the foreground's bounding box: each side moved in by 0 or 1 pixel, so a ragged
+# rim one pixel wide does not distort the template; (0, 0, 0, 0) first, so exact matches win ties.
+_INSETS = np.array([(t, b, l, r) for t in (0, 1) for b in (0, 1) for l in (0, 1) for r in (0, 1)])  # (16, 4)
 
 
 @lru_cache(maxsize=4096)
 def _templates(h: int, w: int) -> np.ndarray:
-    """Every shape drawn in an h x w box: bool (4, h, w)."""
-    i, j = np.arange(h)[:, None], np.arange(w)[None, :]
-    return np.stack([shape_mask(s, i, j, h, w) for s in SHAPES])
+    """Every shape drawn in every inner box of an h x w box (see _INSETS): bool (16, 4, h, w)."""
+    i, j = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    t, b, l, r = (_INSETS[:, k, None, None] for k in range(4))  # (16, 1, 1) each
+    return np.stack([shape_mask(s, i - t, j - l, h - t - b, w - l - r) for s in SHAPES], axis=1)
+
+
+def _main_blobs(mask_SS: np.ndarray) -> np.ndarray:
+    """`mask` without its 8-connected blobs smaller than MIN_BLOB x the largest one."""
+    labels_SS, count = ndimage.label(mask_SS, structure=np.ones((3, 3)))
+    area = np.bincount(labels_SS.ravel(), minlength=count + 1)
+    area[0] = 0  # the background
+    return mask_SS & (area[labels_SS] >= MIN_BLOB * area.max())
 
 
 def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     """The exact grader: colour, shape and position of a one-object scene, from uint8 pixels only.
 
-    background = median colour of the outer ring of pixels; foreground = pixels farther than
-    FOREGROUND_DISTANCE from it, minus isolated specks; colour = the palette colour nearest the median
-    foreground colour; shape = the template (`shape_mask` stretched to the foreground's bounding box)
-    with the highest IoU; position = the 3 x 3 cell of the bounding-box centre.
-    Returns None for an image with (almost) no foreground or a blob that is no shape (IoU < MIN_IOU).
+    bg = median colour of the outer ring of pixels; core = pixels with ||x - bg|| > CORE_DISTANCE.
+    colour = the palette colour p whose blend line x = bg + alpha (p - bg) fits the core best
+    (least squared distance, so blurred or dimmed pixels still vote for their colour);
+    foreground = coverage alpha = (x - bg).(p - bg) / ||p - bg||^2 > 1/2, without specks
+    (blobs < MIN_BLOB of the largest); shape = the template (`shape_mask` stretched to the foreground's
+    bounding box, or to a box one pixel in on some sides) of highest IoU; position = the 3 x 3 cell
+    of that box's centre. None for an image without an object (too few core pixels) or whose
+    foreground is no shape (best IoU < MIN_IOU).
     """
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3 or image.shape[0] != image.shape[1]:
-        raise ValueError(f"read_attributes expects one square uint8 image (S, S, 3), got {image.dtype} "
-                         f"{image.shape}; convert model outputs with minimodal.data.denormalize_images")
+    square = image.ndim == 3 and image.shape[2] == 3 and 8 <= image.shape[0] == image.shape[1]
+    if image.dtype != np.uint8 or not square:
+        raise ValueError(f"read_attributes expects one square uint8 image (S, S, 3) with S >= 8, got "
+                         f"{image.dtype} {image.shape}; convert model outputs with "
+                         "minimodal.data.denormalize_images")
     size = image.shape[0]
-    pixels = image.astype(np.float32)
-    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])  # (4S - 4, 3)
-    fg_SS = np.linalg.norm(pixels - np.median(ring, axis=0), axis=-1) > FOREGROUND_DISTANCE
-    padded = np.pad(fg_SS, 1)
-    neighbours = sum(padded[1 + di:size + 1 + di, 1 + dj:size + 1 + dj]
-                     for di in (-1, 0, 1) for dj in (-1, 0, 1)) - fg_SS
-    fg_SS &= neighbours > 0  # drop isolated specks
-    if fg_SS.sum() < max(4.0, 0.25 * (SIZES["small"] * size) ** 2):  # a quarter of a small box
+    ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])  # (4S - 4, 3)
+    x_SS3 = image - np.median(ring, axis=0)  # x - bg, float64
+    min_pixels = max(4.0, 0.25 * (SIZES["small"] * size) ** 2)  # a quarter of a small box
+    core_SS = _main_blobs(np.linalg.norm(x_SS3, axis=-1) > CORE_DISTANCE)
+    if core_SS.sum() < min_pixels:
+        return None
+    d_63 = _PALETTE - np.median(ring, axis=0)  # p - bg for each palette colour
+    norm_6 = np.linalg.norm(d_63, axis=-1)
+    x_M3 = x_SS3[core_SS]
+    # ||x - bg||^2 - ((x - bg).u)^2, u = (p - bg) / ||p - bg||: squared distance from p's blend line
+    line_6 = (x_M3 ** 2).sum() - ((x_M3 @ (d_63 / np.maximum(norm_6, 1.0)[:, None]).T) ** 2).sum(0)
+    color = int(np.argmin(np.where(norm_6 > CORE_DISTANCE, line_6, np.inf)))  # p must stand out from bg
+    alpha_SS = x_SS3 @ d_63[color] / (d_63[color] @ d_63[color])  # x = bg + alpha (p - bg)
+    fg_SS = _main_blobs(alpha_SS > 0.5)
+    if fg_SS.sum() < min_pixels:
         return None
     rows, cols = np.flatnonzero(fg_SS.any(1)), np.flatnonzero(fg_SS.any(0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = fg_SS[top:bottom, left:right]
-    templates = _templates(bottom - top, right - left)
-    iou_4 = (templates & crop).sum((1, 2)) / (templates | crop).sum((1, 2))
-    if iou_4.max() < MIN_IOU:
+    templates = _templates(bottom - top, right - left)  # (16, 4, h, w)
+    iou = (templates & crop).sum((2, 3)) / (templates | crop).sum((2, 3))  # (16, 4)
+    inset, shape = np.unravel_index(np.argmax(iou), iou.shape)
+    if iou[inset, shape] < MIN_IOU:
         return None
-    rgb = np.median(pixels[fg_SS], axis=0)
-    color = int(np.argmin(((_PALETTE - rgb) ** 2).sum(-1)))
-    row = min(2, int(3 * (top + bottom) / (2 * size)))  # floor(3 * centre / size)
-    col = min(2, int(3 * (left + right) / (2 * size)))
-    return {"color": list(COLORS)[color], "shape": SHAPES[int(np.argmax(iou_4))], "position": POSITIONS[row * 3 + col]}
+    t, b, l, r = _INSETS[inset]
+    row = min(2, int(3 * (top + t + bottom - b) / (2 * size)))  # floor(3 * centre / size)
+    col = min(2, int(3 * (left + l + right - r) / (2 * size)))
+    return {"color": list(COLORS)[color], "shape": SHAPES[shape], "position": POSITIONS[row * 3 + col]}
