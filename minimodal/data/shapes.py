@@ -46,7 +46,7 @@ BACKGROUNDS: tuple[str, ...] = ("black", "random_dark", "noise", "by_shape")
 # background="by_shape": each shape's dark background colour (the spurious feature of the CLIP lesson).
 BACKGROUND_BY_SHAPE: dict[str, tuple[int, int, int]] = {
     "circle": (0, 40, 60), "square": (60, 30, 0), "triangle": (45, 0, 60), "cross": (0, 55, 20)}
-DARK_MAX = 64  # every background channel is below this; random_dark and noise draw uniformly in [0, 64)
+DARK_MAX = 64  # = 2^6; every background channel is below it; random_dark and noise are uniform in [0, 64)
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 PHRASES: dict[str, str] = {  # how a caption says where an object is
     "top left": "at the top left", "top": "at the top", "top right": "at the top right",
@@ -78,12 +78,16 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _uniform(seed: int, split_id: int, index_N: np.ndarray, columns_k: np.ndarray) -> np.ndarray:
-    """u(seed, split, index, column) in [0, 1): float64 (N, k), a pure function of its four arguments."""
+def _bits(seed: int, split_id: int, index_N: np.ndarray, columns_k: np.ndarray) -> np.ndarray:
+    """h(seed, split, index, column): uint64 (N, k), a pure function of its four arguments."""
     key = _mix(np.array([seed], np.uint64) ^ _mix(np.array([split_id], np.uint64)))  # (1,)
     key_N1 = _mix(key ^ np.asarray(index_N, np.uint64))[:, None]
-    bits_Nk = _mix(key_N1 ^ _mix(np.asarray(columns_k, np.uint64))[None, :])
-    return (bits_Nk >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # top 53 bits -> [0, 1)
+    return _mix(key_N1 ^ _mix(np.asarray(columns_k, np.uint64))[None, :])
+
+
+def _uniform(seed: int, split_id: int, index_N: np.ndarray, columns_k: np.ndarray) -> np.ndarray:
+    """u(seed, split, index, column) in [0, 1): float64 (N, k), the top 53 bits of `_bits`."""
+    return (_bits(seed, split_id, index_N, columns_k) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 def _pick(u: np.ndarray, m: int | np.ndarray) -> np.ndarray:
@@ -148,15 +152,21 @@ def _apart(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
     return (gap_x >= 1) | (gap_y >= 1)
 
 
+@cache
+def _pixels(shape: str, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets of the pixels of `shape` in a w x w box: int (P,), (P,)."""
+    return np.nonzero(shape_mask(shape, *np.indices((w, w)), w, w))
+
+
 def _paint(images_NSS3: np.ndarray, obj: dict[str, np.ndarray]) -> None:
-    """Draw one object per image in place, one shape at a time (vectorised over the images)."""
-    grid = np.arange(images_NSS3.shape[1])
-    for s, name in enumerate(SHAPES):
-        idx = np.flatnonzero(obj["shape"] == s)
-        y0, x0, w = (obj[k][idx, None, None] for k in ("y0", "x0", "w"))  # (n, 1, 1)
-        mask_nSS = shape_mask(name, grid[None, :, None] - y0, grid[None, None, :] - x0, w, w)
-        rgb_n113 = _PALETTE[obj["color"][idx]][:, None, None, :]
-        images_NSS3[idx] = np.where(mask_nSS[..., None], rgb_n113, images_NSS3[idx])
+    """Draw one object per image in place: per (shape, size) one scatter of its P template pixels."""
+    size = images_NSS3.shape[1]
+    for s, shape in enumerate(SHAPES):
+        for k, name in enumerate(SIZES):
+            idx_n = np.flatnonzero((obj["shape"] == s) & (obj["large"] == k))
+            i_P, j_P = _pixels(shape, box_width(name, size))
+            rows_nP, cols_nP = obj["y0"][idx_n, None] + i_P, obj["x0"][idx_n, None] + j_P
+            images_NSS3[idx_n[:, None], rows_nP, cols_nP] = _PALETTE[obj["color"][idx_n]][:, None, :]
 
 
 # --- scenes -----------------------------------------------------------------------------------------
@@ -208,9 +218,10 @@ def _backgrounds(u_Nk: np.ndarray, seed: int, split_id: int, index_N: np.ndarray
     n = len(index_N)
     if background == "black":
         return np.zeros((n, size, size, 3), np.uint8)
-    if background == "noise":  # every pixel and channel uniform in [0, DARK_MAX)
-        u_Np = _uniform(seed, split_id, index_N, _NOISE + np.arange(size * size * 3))
-        return _pick(u_Np, DARK_MAX).astype(np.uint8).reshape(n, size, size, 3)
+    if background == "noise":  # every pixel and channel uniform in [0, 64): a 6-bit field of h each
+        bits_Np1 = _bits(seed, split_id, index_N, _NOISE + np.arange(size * size))[..., None]
+        rgb_Np3 = (bits_Np1 >> np.array([0, 6, 12], np.uint64)) & np.uint64(DARK_MAX - 1)
+        return rgb_Np3.astype(np.uint8).reshape(n, size, size, 3)
     if background == "random_dark":  # one flat colour, each channel uniform in [0, DARK_MAX)
         rgb_N3 = _pick(u_Nk[:, _BG:_BG + 3], DARK_MAX)
     else:  # by_shape: the shape's colour with probability p, otherwise one of the other three shapes'
