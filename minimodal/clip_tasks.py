@@ -15,7 +15,7 @@ the model only through its `encode_images` / `encode_texts` / `scale` methods.
 
 from __future__ import annotations
 
-import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ from flax import nnx
 
 from minimodal.data import load_examples, normalize_images
 from minimodal.data import shapes
+from minimodal.data.folder import IMAGE_SUFFIXES, load_image
 from minimodal.data.images import center_crop_resize_batch, with_article
 
 # Prompts for shapes' 24 "colour shape" classes: every caption template of the training data
@@ -84,7 +85,7 @@ class ClipPipeline:
         """Class probabilities (N, C); see `zero_shot`."""
         return zero_shot(self, images_uint8, class_names, templates)
 
-    def search(self, images: np.ndarray | str | Path, query: str, k: int = 8) -> list[Match]:
+    def search(self, images: np.ndarray | str | Path, query: str, k: int = 8) -> list[dict[str, Any]]:
         """The k images most similar to `query`; see `search`."""
         return search(self, images, query, k)
 
@@ -141,25 +142,42 @@ def retrieval_recall(image_NE: np.ndarray, text_ME: np.ndarray, image_keys: Sequ
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Match:
-    index: int  # into the searched images
-    score: float  # cosine similarity x · y in [-1, 1]
-    path: str | None = None  # the image file, when a folder was searched
+def image_folder(path: str | Path, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """Every image file under a folder (no captions needed), centre-cropped and resized:
+    (uint8 (N, S, S, 3), file paths). Unreadable files are skipped with a warning."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    images, names = [], []
+    for file in files:
+        try:
+            images.append(load_image(file, image_size))
+            names.append(str(file))
+        except (OSError, ValueError) as error:
+            warnings.warn(f"skipping {file}: {error}")
+    if not images:
+        raise ValueError(f"found no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return np.stack(images), names
 
 
-def search(pipeline: ClipPipeline, images: np.ndarray | str | Path, query: str, k: int = 8) -> list[Match]:
-    """Text-based image search: the k images (uint8 (N, H, W, 3), or a folder of image files) whose
-    embeddings are most similar to the query's, best first, with their cosine similarity."""
+def search(pipeline: ClipPipeline, images: np.ndarray | str | Path, query: str, k: int = 8) -> list[dict[str, Any]]:
+    """Text-based image search over uint8 images (N, H, W, 3) or a folder of image files.
+
+    Returns the k best matches, best first, as dicts: `index` (into the images / sorted files),
+    `score` (cosine similarity x · y in [-1, 1]), `name` (the file path, or "#index"), `image` (uint8).
+    """
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"search needs a non-empty text query, got {query!r}")
-    paths = None
     if isinstance(images, (str, Path)):
-        found = load_examples(f"folder:{images}", image_size=pipeline.config.image_size)
-        images, paths = found["images"], found.get("paths")
+        images, names = image_folder(images, pipeline.config.image_size)
+    else:
+        names = [f"#{i}" for i in range(len(images))]
     scores_N = pipeline.embed_images(images) @ pipeline.embed_texts([query])[0]
     top = np.argsort(-scores_N, kind="stable")[:k]
-    return [Match(int(i), float(scores_N[i]), None if paths is None else str(paths[i])) for i in top]
+    return [{"index": int(i), "score": float(scores_N[i]), "name": names[i], "image": np.asarray(images[i])}
+            for i in top]
 
 
 def linear_probe(features_NE: np.ndarray, labels_N: np.ndarray, num_classes: int, *, l2: float = 1e-3,
@@ -215,5 +233,5 @@ def evaluate_pipeline(pipeline: ClipPipeline, n: int = 1200, seed_offset: int = 
     return out
 
 
-__all__ = ["ClipPipeline", "Match", "PHOTO_TEMPLATES", "SHAPES_TEMPLATES", "class_embeddings", "evaluate_pipeline",
-           "linear_probe", "retrieval_recall", "search", "zero_shot"]
+__all__ = ["ClipPipeline", "PHOTO_TEMPLATES", "SHAPES_TEMPLATES", "class_embeddings", "evaluate_pipeline",
+           "image_folder", "linear_probe", "retrieval_recall", "search", "zero_shot"]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from minimodal import clip
@@ -290,11 +291,26 @@ def test_search_returns_best_matches_first():
     assert sum(wanted) >= 2
     matches = search(pipe, ex["images"], "a green square", k=sum(wanted))
     assert len(matches) == sum(wanted)
-    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
     for m in matches:
-        assert wanted[m.index]
+        assert wanted[m["index"]] and m["name"] == f"#{m['index']}"
+        np.testing.assert_array_equal(m["image"], ex["images"][m["index"]])
     with pytest.raises(ValueError, match="query"):
         search(pipe, ex["images"], "  ")
+
+
+def test_search_a_folder_of_images(tmp_path):
+    ex = shapes.generate(6, seed=4)
+    (tmp_path / "sub").mkdir()
+    for i, image in enumerate(ex["images"]):
+        Image.fromarray(image).resize((64, 64), Image.NEAREST).save(tmp_path / ("sub" if i % 2 else ".") / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    pairs = [(o[0]["color"], o[0]["shape"]) for o in ex["objects"]]
+    assert pairs.count(pairs[3]) == 1
+    best = search(StubPipeline(), tmp_path, "a {} {}".format(*pairs[3]), k=1)[0]
+    assert best["name"] == str(tmp_path / "sub" / "3.png") and best["image"].shape == (32, 32, 3)
+    with pytest.raises(FileNotFoundError):
+        search(StubPipeline(), tmp_path / "missing", "a red circle")
 
 
 def test_linear_probe_reaches_the_optimum():
