@@ -69,6 +69,7 @@ class Config(TrainConfig):
     embed_dim: int = 64
     loss: str = "infonce"  # "infonce" or "siglip"
     targets: str = "attributes"  # which pairs are positives: "identity", "captions" or "attributes"
+    partial_captions: float = 0.25  # with "attributes": fraction of captions that name only colour or only shape
 
     def __post_init__(self):
         if self.encoder not in ("vit", "conv"):
@@ -265,21 +266,31 @@ def loss_fn(model: CLIP, batch: dict[str, Any], rng: jax.Array) -> tuple[jax.Arr
 
 
 def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: Any = None) -> dict[str, Any]:
-    """Add shapes' attributes for the "attributes" targets: `image_attributes` int32 (N, 4) = (colour,
+    """For the "attributes" targets on one-object shapes: add `image_attributes` int32 (N, 4) = (colour,
     shape, size, position) indices and `caption_attributes` int32 (N, 4), the same with -1 where the
-    caption does not name the attribute. Other sources (and two-object scenes) pass through."""
+    caption does not name the attribute; and rewrite a fraction `partial_captions` of the captions to
+    name only the shape ("a large triangle") or only the colour ("a large red shape"), so that each word
+    must mean the same thing whatever it is combined with. Other sources pass through unchanged."""
     objects = examples.get("objects")
     if config.targets != "attributes" or objects is None or any(len(o) != 1 for o in objects):
         return examples
     from minimodal.data import shapes
 
+    keys = ("color", "shape", "size", "position")
     vocab = (list(shapes.COLORS), shapes.SHAPES, ("small", "large"), shapes.POSITIONS)
     words = (list(shapes.COLORS), shapes.SHAPES, ("small", "large"), [shapes.PHRASES[p] for p in shapes.POSITIONS])
-    image_NA = np.array([[v.index(o[0][k]) for v, k in zip(vocab, ("color", "shape", "size", "position"))]
-                         for o in objects], np.int32)
-    caption_NA = np.array([[a if f" {w[a]}" in f" {caption}" else -1 for a, w in zip(row, words)]
-                           for row, caption in zip(image_NA, examples["captions"])], np.int32)
-    return {**examples, "image_attributes": image_NA, "caption_attributes": caption_NA}
+    image_NA = np.array([[v.index(o[0][k]) for v, k in zip(vocab, keys)] for o in objects], np.int32)
+    rng = np.random.default_rng([config.seed, 2])
+    partial_N = np.where(rng.random(len(objects)) < config.partial_captions, rng.integers(0, 2, len(objects)), -1)
+    captions, caption_NA = [], np.empty_like(image_NA)
+    for n, (row, caption, drop) in enumerate(zip(image_NA, examples["captions"], partial_N)):
+        if drop == 0:  # "a large red circle" -> "a large circle"
+            caption = caption.replace(f" {words[0][row[0]]} ", " ", 1)
+        elif drop == 1:  # "a large red circle" -> "a large red shape"
+            caption = caption.replace(f" {words[1][row[1]]}", " shape", 1)
+        captions.append(caption)
+        caption_NA[n] = [a if f" {w[a]}" in f" {caption}" else -1 for a, w in zip(row, words)]
+    return {**examples, "captions": captions, "image_attributes": image_NA, "caption_attributes": caption_NA}
 
 
 def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> CLIP:

@@ -45,7 +45,7 @@ def test_positives_by_identity_captions_and_attributes():
     same = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_array_equal(clip.positives({"tokens": t}, "captions"), same)
     np.testing.assert_array_equal(clip.positives({"tokens": t}, "attributes"), same)  # no attributes: captions
-    ex = clip.prepare(clip.Config(), {"captions": ["a red circle", "a large red circle at the top left",
+    ex = clip.prepare(clip.Config(partial_captions=0.0), {"captions": ["a red circle", "a large red circle at the top left",
                                                    "a small blue circle"],
                                       "objects": [[{"color": "red", "shape": "circle", "size": "small",
                                                     "position": "center"}],
@@ -58,6 +58,22 @@ def test_positives_by_identity_captions_and_attributes():
                                                                               "caption_attributes")}})
     # "a red circle" is true of both red circles; the other captions only of their own image
     np.testing.assert_array_equal(M, [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
+
+
+def test_partial_captions_name_only_colour_or_only_shape():
+    ex = shapes.generate(200, seed=5)
+    out = clip.prepare(clip.Config(partial_captions=1.0), ex, None)
+    assert out["captions"] == clip.prepare(clip.Config(partial_captions=1.0), ex, None)["captions"]  # seeded
+    for caption, original, image_a, caption_a in zip(out["captions"], ex["captions"], out["image_attributes"],
+                                                     out["caption_attributes"]):
+        named = [w in caption.split() for w in (list(shapes.COLORS)[image_a[0]], shapes.SHAPES[image_a[1]])]
+        assert sum(named) == 1 and (caption_a[:2] >= 0).tolist() == named
+        np.testing.assert_array_equal(caption_a[caption_a >= 0], image_a[caption_a >= 0])
+        assert len(caption.split()) == len(original.split()) - (not named[0])
+    assert 0.3 < np.mean(out["caption_attributes"][:, 0] < 0) < 0.7
+    kept = clip.prepare(clip.Config(partial_captions=0.0), ex, None)
+    assert kept["captions"] == ex["captions"] and (kept["caption_attributes"][:, :2] >= 0).all()
+    assert clip.prepare(clip.Config(targets="captions"), ex, None) is ex
 
 
 def test_infonce_matches_hand_computation():
