@@ -1,0 +1,439 @@
+"""DALL-E 1: one decoder-only transformer over [caption tokens ; image tokens].
+
+Legend: B batch, T text tokens (fixed, padded), N image tokens (= h·w), D width, V vocabulary,
+h w token grid, L cache length.
+
+An image tokenizer (`minimodal.vqvae`) turns a picture into h × w codes; the caption (the one BPE
+tokenizer, padded to T) and the codes, read row by row, form one stream of T + N tokens, modelled
+autoregressively:  p(text, image) = Π_t p(text_t | text_<t) · Π_n p(image_n | text, image_<n).
+Text and image tokens have separate embeddings and output heads; text gets 1-D learned positions, image
+token n = (r, c) gets row_r + col_c. Stream position T-1+n predicts image token n, so the input is
+[text ; image[:-1]] (T + N - 1 positions) under one causal mask.
+Loss = w_text · CE(text) + (1 - w_text) · CE(image), with w_text = 1/8 as in DALL-E.
+
+Sampling draws the N image tokens one at a time with a KV cache inside one compiled `lax.fori_loop`;
+logits go through temperature, top-k and top-p filters. Classifier-free guidance (caption dropout at
+training, replacing the caption with the empty one) mixes the two predictions at sampling:
+    logits = logits(∅) + s · (logits(caption) - logits(∅))     (s = 1: the conditional model).
+CLIP reranking draws several candidates per prompt and keeps the one CLIP scores highest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from minimodal import vqvae
+from minimodal.config import TrainConfig, override
+from minimodal.data import load_examples
+from minimodal.nn.attention import causal_mask
+from minimodal.nn.transformer import Transformer
+from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from minimodal.train import Family
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+    """DALL-E config: the transformer, its loss and sampling defaults, and which image tokenizer to use."""
+
+    context_length: int = 16  # T: caption tokens, BOS and EOS included (padded)
+    # image tokenizer: a trained `minimodal train vqvae` work directory, or "" to train one into
+    # WORKDIR/image_tokenizer with the `tokenizer_preset` of minimodal.vqvae (and this run's data keys)
+    image_tokenizer: str = ""
+    tokenizer_preset: str = "default"
+    image_vocab_size: int = 512  # must equal the image tokenizer's codebook size
+    # transformer
+    dim: int = 192
+    depth: int = 4
+    num_heads: int = 6
+    text_loss_weight: float = 1 / 8  # DALL-E's 1/8 : 7/8 split between text and image tokens
+    caption_dropout: float = 0.0  # probability of training on the empty caption (enables guidance)
+    # sampling defaults (pipeline.generate / evaluate)
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0  # 1 = no nucleus filter
+    guidance: float = 1.0  # 1 = plain conditional sampling
+    eval_guidance: float = 3.0  # the scale `evaluate` also reports when the model saw caption dropout
+    eval_n: int = 240  # prompts per evaluation set
+    candidates: int = 8  # CLIP reranking: samples drawn per prompt
+    clip_workdir: str = ""  # a trained CLIP for reranking in `evaluate` ("" = no reranking)
+    # training
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+
+    def __post_init__(self):
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0 <= self.text_loss_weight <= 1:
+            raise ValueError(f"text_loss_weight must be in [0, 1], got {self.text_loss_weight}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
+
+    @property
+    def grid(self) -> int:
+        """h = w: the token grid side (the tokenizers down-sample by 4)."""
+        return self.image_size // 4
+
+
+PRESETS: dict[str, Config] = {
+    "default": Config(),
+    "tiny": Config(dim=32, depth=2, num_heads=2, steps=20, batch_size=16, n_train=256, image_vocab_size=32,
+                   tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
+                   candidates=2),
+    "tour": Config(steps=1500, tokenizer_preset="tour"),
+    "guided": Config(caption_dropout=0.1),
+    "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000,
+                  tokenizer_preset="gpu", caption_dropout=0.1),
+}
+
+
+# -------------------------------------------------------------------------------------------- model
+class DalleTransformer(nnx.Module):
+    """Embeddings for both vocabularies, a causal transformer over the joint stream, two output heads."""
+
+    def __init__(self, c: Config, text_vocab: int, *, rngs: nnx.Rngs):
+        self.config = c  # static (a frozen dataclass): read by `family_loss_fn`
+        self.text_len, self.grid, self.image_vocab = c.context_length, c.grid, c.image_vocab_size
+        init = nnx.initializers.normal(0.02)
+        self.text_embed = nnx.Embed(text_vocab, c.dim, embedding_init=init, rngs=rngs)
+        self.image_embed = nnx.Embed(c.image_vocab_size, c.dim, embedding_init=init, rngs=rngs)
+        self.text_pos = nnx.Param(init(rngs.params(), (c.context_length, c.dim)))
+        self.row_pos = nnx.Param(init(rngs.params(), (c.grid, c.dim)))
+        self.col_pos = nnx.Param(init(rngs.params(), (c.grid, c.dim)))
+        self.transformer = Transformer(c.dim, c.depth, c.num_heads, rngs=rngs)
+        self.text_head = nnx.Linear(c.dim, text_vocab, rngs=rngs)
+        self.image_head = nnx.Linear(c.dim, c.image_vocab_size, rngs=rngs)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def image_positions(self) -> jax.Array:
+        """(N, D): token n = (r, c) in row-major order gets row_r + col_c."""
+        row_hD, col_wD = self.row_pos[...], self.col_pos[...]
+        return (row_hD[:, None, :] + col_wD[None, :, :]).reshape(-1, row_hD.shape[-1])
+
+    def embed_text(self, text_BT: jax.Array) -> jax.Array:
+        return self.text_embed(text_BT) + self.text_pos[...][: text_BT.shape[1]]  # (B, T, D)
+
+    def embed_image(self, image_BN: jax.Array, start: Any = 0) -> jax.Array:
+        """Embeddings of image tokens at grid indices [start, start + N) (start may be traced)."""
+        pos_ND = jax.lax.dynamic_slice_in_dim(self.image_positions(), start, image_BN.shape[1])
+        return self.image_embed(image_BN) + pos_ND  # (B, N, D)
+
+    def __call__(self, text_BT: jax.Array, image_BN: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Teacher-forced logits: text (B, T-1, V_text) for text[1:], image (B, N, V_image) for image."""
+        T = text_BT.shape[1]
+        x_BSD = jnp.concatenate([self.embed_text(text_BT), self.embed_image(image_BN[:, :-1])], axis=1)
+        y_BSD = self.transformer(x_BSD, mask=causal_mask(x_BSD.shape[1]))
+        return self.text_head(y_BSD[:, : T - 1]), self.image_head(y_BSD[:, T - 1:])
+
+
+def stream_mask(text_len: int, num_image_tokens: int) -> np.ndarray:
+    """bool (S, S), S = T + N - 1: the causal mask of the joint stream (the picture the lesson draws)."""
+    return np.asarray(causal_mask(text_len + num_image_tokens - 1))
+
+
+# --------------------------------------------------------------------------------------------- loss
+def empty_caption(T: int) -> jax.Array:
+    """The tokens of the empty caption "": BOS EOS PAD ... (T,), the unconditional input for guidance."""
+    return jnp.zeros((T,), jnp.int32).at[0].set(BOS_ID).at[1].set(EOS_ID)
+
+
+def cross_entropy(logits_BSV: jax.Array, targets_BS: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target] per position: (B, S)."""
+    logp_BSV = jax.nn.log_softmax(logits_BSV.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp_BSV, targets_BS[..., None], axis=-1)[..., 0]
+
+
+def weighted_loss(text_logits_BTV, text_targets_BT, image_logits_BNV, image_targets_BN, text_weight):
+    """w · mean CE over non-PAD text targets + (1 - w) · mean CE over image tokens; returns (loss, parts)."""
+    keep_BT = (text_targets_BT != PAD_ID).astype(jnp.float32)
+    ce_text = jnp.sum(cross_entropy(text_logits_BTV, text_targets_BT) * keep_BT) / jnp.maximum(keep_BT.sum(), 1)
+    ce_image = jnp.mean(cross_entropy(image_logits_BNV, image_targets_BN))
+    return text_weight * ce_text + (1 - text_weight) * ce_image, (ce_text, ce_image)
+
+
+def loss_fn(model: DalleTransformer, batch: dict[str, Any], rng: jax.Array, *, caption_dropout: float = 0.0,
+            text_weight: float = 1 / 8):
+    """Weighted next-token cross-entropy of the joint stream; a `caption_dropout` fraction of the
+    captions is replaced by the empty caption (the unconditional model used by guidance)."""
+    text_BT = batch["tokens"]
+    B, T = text_BT.shape
+    image_BN = batch["image_tokens"].reshape(B, -1)
+    if caption_dropout > 0:
+        drop_B = jax.random.bernoulli(rng, caption_dropout, (B,))
+        text_BT = jnp.where(drop_B[:, None], empty_caption(T)[None], text_BT)
+    text_logits, image_logits = model(text_BT, image_BN)
+    loss, (ce_text, ce_image) = weighted_loss(text_logits, text_BT[:, 1:], image_logits, image_BN, text_weight)
+    return loss, {"ce_text": ce_text, "ce_image": ce_image}
+
+
+def family_loss_fn(model, batch, rng):
+    c = model.config
+    return loss_fn(model, batch, rng, caption_dropout=c.caption_dropout, text_weight=c.text_loss_weight)
+
+
+# ----------------------------------------------------------------------------------------- sampling
+def top_k_filter(logits_BV: jax.Array, k: Any) -> jax.Array:
+    """Keep the k largest logits per row (ties with the k-th kept too), the rest -> -inf; k <= 0 keeps all."""
+    V = logits_BV.shape[-1]
+    kth_B1 = jnp.sort(logits_BV, axis=-1)[:, ::-1][:, jnp.clip(k - 1, 0, V - 1)][:, None]
+    return jnp.where((k <= 0) | (logits_BV >= kth_B1), logits_BV, -jnp.inf)
+
+
+def top_p_filter(logits_BV: jax.Array, p: Any) -> jax.Array:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches p.
+
+    A token is kept iff the probability of the tokens strictly more likely than it is < p (so the most
+    likely token always stays); p >= 1 keeps all."""
+    order_BV = jnp.argsort(-logits_BV, axis=-1)
+    probs_BV = jax.nn.softmax(jnp.take_along_axis(logits_BV, order_BV, -1), axis=-1)
+    before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV  # mass of the more likely tokens
+    keep_sorted_BV = (before_BV < p) | (p >= 1)
+    keep_BV = jnp.zeros_like(keep_sorted_BV).at[jnp.arange(logits_BV.shape[0])[:, None], order_BV].set(
+        keep_sorted_BV)
+    return jnp.where(keep_BV, logits_BV, -jnp.inf)
+
+
+def sample_logits(rng: jax.Array, logits_BV: jax.Array, temperature, top_k, top_p) -> jax.Array:
+    """One token per row from softmax(filter(logits / temperature)) -> int32 (B,)."""
+    logits_BV = top_p_filter(top_k_filter(logits_BV.astype(jnp.float32) / temperature, top_k), top_p)
+    return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def guide(logits_2BV: jax.Array, scale) -> jax.Array:
+    """Classifier-free guidance on a stacked [conditional ; unconditional] batch -> (B, V):
+    logits(∅) + s · (logits(c) - logits(∅)), written as logits(c) + (s - 1)(logits(c) - logits(∅))
+    so that s = 1 returns the conditional logits exactly."""
+    cond_BV, uncond_BV = jnp.split(logits_2BV, 2, axis=0)
+    return cond_BV + (scale - 1) * (cond_BV - uncond_BV)
+
+
+def _with_uncond(text_BT: jax.Array) -> jax.Array:
+    """[text ; empty captions]: (2B, T)."""
+    B, T = text_BT.shape
+    return jnp.concatenate([text_BT, jnp.broadcast_to(empty_caption(T), (B, T))], axis=0)
+
+
+def sample_tokens_cached(model: DalleTransformer, text_BT: jax.Array, rng: jax.Array, temperature=1.0,
+                         top_k=0, top_p=1.0, guidance=1.0, *, guided: bool = False) -> jax.Array:
+    """Image tokens int32 (B, N), one per step, reusing each layer's cached keys/values.
+
+    Prefill the T caption positions, then N - 1 steps of one token; token n is drawn with key
+    fold_in(rng, n). `guided` (static) runs the unconditional batch alongside for guidance."""
+    x_text = _with_uncond(text_BT) if guided else text_BT
+    B, T = text_BT.shape
+    N = model.num_image_tokens
+    cache = model.transformer.init_cache(x_text.shape[0], T + N - 1)
+    y_BTD, cache = model.transformer.decode(model.embed_text(x_text), cache, 0)
+    logits_XV = model.image_head(y_BTD[:, -1])
+
+    def draw(n, logits_XV):
+        logits_BV = guide(logits_XV, guidance) if guided else logits_XV
+        return sample_logits(jax.random.fold_in(rng, n), logits_BV, temperature, top_k, top_p)
+
+    def step(n, carry):
+        image_BN, logits_XV, cache = carry
+        tok_B = draw(n, logits_XV)
+        image_BN = image_BN.at[:, n].set(tok_B)
+        tok_X1 = jnp.concatenate([tok_B, tok_B])[:, None] if guided else tok_B[:, None]
+        y_X1D, cache = model.transformer.decode(model.embed_image(tok_X1, n), cache, T + n)
+        return image_BN, model.image_head(y_X1D[:, 0]), cache
+
+    image_BN = jnp.zeros((B, N), jnp.int32)
+    image_BN, logits_XV, _ = jax.lax.fori_loop(0, N - 1, step, (image_BN, logits_XV, cache))
+    return image_BN.at[:, N - 1].set(draw(N - 1, logits_XV))
+
+
+def sample_tokens_uncached(model: DalleTransformer, text_BT: jax.Array, rng: jax.Array, temperature=1.0,
+                           top_k=0, top_p=1.0, guidance=1.0, *, guided: bool = False) -> jax.Array:
+    """The same draws as `sample_tokens_cached` but recomputing the whole stream at every step
+    (the baseline the KV cache is measured against)."""
+    x_text = _with_uncond(text_BT) if guided else text_BT
+    B, N = text_BT.shape[0], model.num_image_tokens
+
+    def step(n, image_BN):
+        image_XN = jnp.concatenate([image_BN, image_BN]) if guided else image_BN
+        logits_XV = model(x_text, image_XN)[1][:, n]  # causal: depends on image[:n] only
+        logits_BV = guide(logits_XV, guidance) if guided else logits_XV
+        tok_B = sample_logits(jax.random.fold_in(rng, n), logits_BV, temperature, top_k, top_p)
+        return image_BN.at[:, n].set(tok_B)
+
+    return jax.lax.fori_loop(0, N, step, jnp.zeros((B, N), jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "guided", "cached"))
+def _sample_jit(graphdef, state, text_BT, rng, temperature, top_k, top_p, guidance, guided, cached):
+    model = nnx.merge(graphdef, state)
+    sampler = sample_tokens_cached if cached else sample_tokens_uncached
+    return sampler(model, text_BT, rng, temperature, top_k, top_p, guidance, guided=guided)
+
+
+def sample(model: DalleTransformer, text_BT, rng: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+           top_p: float = 1.0, guidance: float = 1.0, cached: bool = True) -> jax.Array:
+    """Compiled sampling of image tokens int32 (B, h, w) for caption tokens (B, T)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    graphdef, state = nnx.split(model)
+    image_BN = _sample_jit(graphdef, state, jnp.asarray(text_BT, jnp.int32), rng, jnp.float32(temperature),
+                           jnp.int32(top_k), jnp.float32(top_p), jnp.float32(guidance),
+                           guided=guidance != 1.0, cached=cached)
+    return image_BN.reshape(-1, model.grid, model.grid)
+
+
+# ------------------------------------------------------------------------------ image tokenizer glue
+def _load_trained(workdir: str | Path):
+    from minimodal.train import load_model
+
+    return load_model(workdir)
+
+
+def _tokenizer_config(config: Config) -> vqvae.Config:
+    """The image tokenizer this run trains: the preset, with this run's data keys and codebook size."""
+    if config.tokenizer_preset not in vqvae.PRESETS:
+        raise ValueError(f"tokenizer_preset={config.tokenizer_preset!r} is not a vqvae preset; "
+                         f"choose one of {', '.join(vqvae.PRESETS)}")
+    return override(vqvae.PRESETS[config.tokenizer_preset], {
+        "data": config.data, "image_size": config.image_size, "seed": config.seed,
+        "n_train": config.n_train, "codebook_size": config.image_vocab_size})
+
+
+def image_tokenizer_dir(config: Config, workdir: str | Path) -> Path:
+    return Path(config.image_tokenizer) if config.image_tokenizer else Path(workdir) / "image_tokenizer"
+
+
+def load_image_tokenizer(config: Config, workdir: str | Path) -> vqvae.Pipeline:
+    """The trained image tokenizer of a DALL-E run, checked against the run's config."""
+    path = image_tokenizer_dir(config, workdir)
+    if not path.exists():
+        raise FileNotFoundError(f"no image tokenizer at {path}: train one with `minimodal train vqvae "
+                                f"--workdir {path}` or let `minimodal train dalle` train it")
+    family, model, tconfig, _ = _load_trained(path)
+    if family.name != "vqvae":
+        raise ValueError(f"{path} holds a {family.name!r} model, not an image tokenizer (vqvae)")
+    if model.codebook_size != config.image_vocab_size or tconfig.image_size != config.image_size:
+        raise ValueError(f"the image tokenizer at {path} has {model.codebook_size} codes for "
+                         f"{tconfig.image_size} px images; this config wants image_vocab_size="
+                         f"{config.image_vocab_size}, image_size={config.image_size}")
+    return vqvae.Pipeline(model, tconfig, path)
+
+
+def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: str | Path) -> dict[str, Any]:
+    """Train (or load) the image tokenizer and add `image_tokens` int32 (N, h, w) to the examples."""
+    if not config.image_tokenizer:
+        from minimodal.train import fit
+
+        fit(vqvae.FAMILY, _tokenizer_config(config), Path(workdir) / "image_tokenizer",
+            examples={k: v for k, v in examples.items() if k != "image_tokens"}, tokenizer=tokenizer)
+    codes = load_image_tokenizer(config, workdir).encode(examples["images"])
+    return {**examples, "image_tokens": codes}
+
+
+def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> DalleTransformer:
+    return DalleTransformer(config, tokenizer.vocab_size, rngs=rngs)
+
+
+# ------------------------------------------------------------------------------------ pipeline/eval
+@dataclasses.dataclass
+class Pipeline:
+    """What `minimodal.load(workdir)` returns for DALL-E: `generate(prompts, seed, ...) -> uint8 images`."""
+
+    model: DalleTransformer
+    config: Config
+    tokenizer: Any
+    image_tokenizer: vqvae.Pipeline
+
+    def generate(self, prompts: list[str], seed: int = 0, *, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
+                 rerank_with: Any = None, candidates: int | None = None) -> np.ndarray:
+        """uint8 (len(prompts), H, W, 3). `rerank_with` (a CLIP pipeline or work directory) draws
+        `candidates` images per prompt and keeps the one whose CLIP embedding is closest to the prompt's."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
+            raise ValueError("prompts must be a non-empty list of strings")
+        c = self.config
+        options = dict(temperature=c.temperature if temperature is None else temperature,
+                       top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
+                       guidance=c.guidance if guidance is None else guidance)
+        if guidance not in (None, 1.0) and c.caption_dropout == 0:
+            import warnings
+
+            warnings.warn("guidance needs a model trained with caption_dropout > 0; this one was not")
+        text_BT = self.tokenizer.encode_batch(list(prompts), c.context_length)
+        if rerank_with is None:
+            codes = sample(self.model, text_BT, jax.random.key(seed), **options)
+            return self.image_tokenizer.decode(np.asarray(codes))
+        return self._rerank(prompts, text_BT, seed, options, rerank_with, candidates or c.candidates)
+
+    def _rerank(self, prompts, text_BT, seed, options, clip, candidates: int) -> np.ndarray:
+        if isinstance(clip, (str, Path)):
+            from minimodal import load
+
+            clip = load(clip)
+        B = len(prompts)
+        text_MT = np.repeat(text_BT, candidates, axis=0)  # M = B · candidates, prompt-major
+        images_M = self.image_tokenizer.decode(np.asarray(
+            sample(self.model, text_MT, jax.random.key(seed), **options)))
+        img_MD = np.asarray(clip.embed_images(images_M)).reshape(B, candidates, -1)
+        txt_BD = np.asarray(clip.embed_texts(list(prompts)))
+        best_B = np.argmax(np.einsum("bcd,bd->bc", img_MD, txt_BD), axis=1)  # highest cosine similarity
+        return images_M.reshape(B, candidates, *images_M.shape[1:])[np.arange(B), best_B]
+
+
+def pipeline(model, config: Config, tokenizer: Any, workdir: str | Path) -> Pipeline:
+    return Pipeline(model, config, tokenizer, load_image_tokenizer(config, workdir))
+
+
+def _prompts(config: Config, split: str, n: int) -> dict[str, Any]:
+    """One-object shapes prompts (captions + objects) of a split, drawn apart from the training seed."""
+    return load_examples("shapes", split, n=n, image_size=config.image_size, seed=config.seed + 977)
+
+
+def evaluate(model, config: Config, tokenizer: Any, workdir: str | Path) -> dict[str, float]:
+    """Caption fidelity (the exact shapes grader) on train-distribution and held-out prompts;
+    also with guidance (if trained with caption dropout) and with CLIP reranking (if `clip_workdir`)."""
+    from minimodal.metrics import caption_fidelity
+
+    pipe = pipeline(model, config, tokenizer, workdir)
+    runs = {"": {}}
+    if config.caption_dropout > 0:
+        runs["_guided"] = {"guidance": config.eval_guidance}
+    if config.clip_workdir:
+        from minimodal import load
+
+        runs["_rerank"] = {"rerank_with": load(config.clip_workdir)}
+    metrics = {}
+    for split, name in (("train", "fidelity"), ("holdout", "fidelity_holdout")):
+        prompts = _prompts(config, split, config.eval_n)
+        for suffix, options in runs.items():
+            images = pipe.generate(list(prompts["captions"]), seed=config.seed, **options)
+            metrics[name + suffix] = float(caption_fidelity(images, prompts["objects"]))
+    return metrics
+
+
+def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array, workdir: str | Path) -> np.ndarray:
+    """Sixteen samples for fixed prompts (one per colour and per shape, some held out)."""
+    from minimodal.data import shapes
+
+    colors = list(shapes.COLORS)
+    prompts = [f"a {colors[i % len(colors)]} {shapes.SHAPES[i % len(shapes.SHAPES)]}" for i in range(16)]
+    pipe = pipeline(model, config, tokenizer, workdir)
+    codes = sample(model, tokenizer.encode_batch(prompts, config.context_length), rng,
+                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    return pipe.image_tokenizer.decode(np.asarray(codes))
+
+
+FAMILY = Family(name="dalle", config_class=Config, presets=PRESETS, build=build, loss_fn=family_loss_fn,
+                prepare=prepare, sample_grid=sample_grid, evaluate=evaluate, pipeline=pipeline)

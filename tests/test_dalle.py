@@ -1,0 +1,160 @@
+"""DALL-E's transformer: positions, the joint causal stream, loss weighting, filters, cached sampling."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from minimodal import dalle
+from minimodal.config import override
+from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+TINY = dalle.PRESETS["tiny"]
+TEXT_VOCAB = 300
+
+
+class _Tok:
+    vocab_size = TEXT_VOCAB
+
+
+@pytest.fixture(scope="module")
+def model():
+    return dalle.build(TINY, _Tok(), nnx.Rngs(0))
+
+
+def _text(B=3, seed=1):
+    text = jax.random.randint(jax.random.key(seed), (B, TINY.context_length), 3, TEXT_VOCAB)
+    return text.at[:, 0].set(BOS_ID).at[:, 8].set(EOS_ID).at[:, 9:].set(PAD_ID)
+
+
+def _image(B=3, seed=2):
+    return jax.random.randint(jax.random.key(seed), (B, 64), 0, TINY.image_vocab_size)
+
+
+def test_image_positions_are_row_plus_column(model):
+    pos_ND = np.asarray(model.image_positions())
+    row, col = np.asarray(model.row_pos[...]), np.asarray(model.col_pos[...])
+    assert pos_ND.shape == (64, TINY.dim)
+    for n in (0, 7, 8, 29, 63):
+        np.testing.assert_allclose(pos_ND[n], row[n // 8] + col[n % 8], rtol=1e-6)
+    # embed_image at an offset uses the positions of those grid cells
+    tok = jnp.array([[5, 6]])
+    np.testing.assert_allclose(model.embed_image(tok, 10)[0],
+                               np.asarray(model.image_embed(tok))[0] + pos_ND[10:12], rtol=1e-6)
+
+
+def test_logit_shapes(model):
+    text_logits, image_logits = model(_text(), _image())
+    assert text_logits.shape == (3, TINY.context_length - 1, TEXT_VOCAB)
+    assert image_logits.shape == (3, 64, TINY.image_vocab_size)
+
+
+def test_joint_stream_is_causal(model):
+    text, image = _text(), _image()
+    _, base = model(text, image)
+    k = 20
+    _, changed = model(text, image.at[:, k].set((image[:, k] + 1) % TINY.image_vocab_size))
+    # image logits n predict token n: they may depend on image tokens < n only
+    np.testing.assert_allclose(changed[:, : k + 1], base[:, : k + 1], atol=1e-5)
+    assert np.abs(np.asarray(changed[:, k + 1:] - base[:, k + 1:])).max() > 1e-4
+    # every image position sees the caption
+    _, other_caption = model(text.at[:, 3].set(text[:, 3] + 1), image)
+    assert np.abs(np.asarray(other_caption[:, 0] - base[:, 0])).max() > 1e-4
+    mask = dalle.stream_mask(TINY.context_length, 64)
+    np.testing.assert_array_equal(mask, np.tril(np.ones((TINY.context_length + 63,) * 2, bool)))
+
+
+def test_loss_weighting_and_pad_targets_ignored():
+    V = 5
+    # text: position 0 puts all mass on the target, position 1 is uniform, position 2 targets PAD
+    text_logits = jnp.array([[[0.0, 0, 0, 50.0, 0], [0.0] * 5, [0.0, 0, 0, 0, 50.0]]])
+    text_targets = jnp.array([[3, 4, PAD_ID]])
+    image_logits = jnp.zeros((1, 4, 7))  # uniform over 7 codes: CE = log 7
+    loss, (ce_text, ce_image) = dalle.weighted_loss(text_logits, text_targets, image_logits,
+                                                    jnp.zeros((1, 4), jnp.int32), 1 / 8)
+    np.testing.assert_allclose(ce_text, np.log(V) / 2, rtol=1e-5)  # mean of 0 and log 5 (PAD skipped)
+    np.testing.assert_allclose(ce_image, np.log(7), rtol=1e-6)
+    np.testing.assert_allclose(loss, np.log(V) / 2 / 8 + 7 / 8 * np.log(7), rtol=1e-5)
+
+
+def test_loss_fn_and_caption_dropout(model):
+    batch = {"tokens": _text(), "image_tokens": _image().reshape(3, 8, 8)}
+    loss, m = dalle.loss_fn(model, batch, jax.random.key(0))
+    np.testing.assert_allclose(loss, m["ce_text"] / 8 + 7 / 8 * m["ce_image"], rtol=1e-5)
+    empty = jnp.broadcast_to(dalle.empty_caption(TINY.context_length), batch["tokens"].shape)
+    dropped, _ = dalle.loss_fn(model, batch, jax.random.key(0), caption_dropout=0.999999)
+    reference, _ = dalle.loss_fn(model, {**batch, "tokens": empty}, jax.random.key(0))
+    np.testing.assert_allclose(dropped, reference, rtol=1e-6)
+    assert list(np.asarray(dalle.empty_caption(5))) == [BOS_ID, EOS_ID, PAD_ID, PAD_ID, PAD_ID]
+
+
+def test_top_k_filter_hand_example():
+    logits = jnp.array([[1.0, 3.0, 2.0, 0.0], [0.5, 0.5, 0.1, 0.2]])
+    out = np.asarray(dalle.top_k_filter(logits, 2))
+    np.testing.assert_array_equal(np.isfinite(out), [[False, True, True, False], [True, True, False, False]])
+    np.testing.assert_array_equal(dalle.top_k_filter(logits, 0), logits)  # k = 0: no filter
+    np.testing.assert_array_equal(np.isfinite(dalle.top_k_filter(logits, 1))[0], [False, True, False, False])
+
+
+def test_top_p_filter_hand_example():
+    probs = jnp.array([[0.05, 0.5, 0.15, 0.3]])
+    logits = jnp.log(probs)
+    keep = lambda p: np.isfinite(np.asarray(dalle.top_p_filter(logits, p)))[0].tolist()  # noqa: E731
+    assert keep(0.7) == [False, True, False, True]  # 0.5 + 0.3 reaches 0.7
+    assert keep(0.5) == [False, True, False, False]  # the top token alone holds 0.5
+    assert keep(0.1) == [False, True, False, False]  # the most likely token always stays
+    assert keep(0.9) == [False, True, True, True]
+    assert keep(1.0) == [True, True, True, True]
+
+
+def test_sample_logits_follows_tempered_softmax():
+    logits = jnp.log(jnp.array([[0.6, 0.3, 0.1]]))
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    draws = jax.vmap(lambda k: dalle.sample_logits(k, logits, 2.0, 0, 1.0)[0])(keys)
+    expected = jax.nn.softmax(logits[0] / 2.0)
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / len(keys), expected, atol=0.015)
+
+
+def test_guidance_scale_one_is_conditional():
+    cond, uncond = jax.random.normal(jax.random.key(0), (2, 4, 9))
+    np.testing.assert_array_equal(dalle.guide(jnp.concatenate([cond, uncond]), 1.0), cond)
+    np.testing.assert_allclose(dalle.guide(jnp.concatenate([cond, uncond]), 0.0), uncond, atol=1e-6)
+    np.testing.assert_allclose(dalle.guide(jnp.concatenate([cond, uncond]), 3.0), uncond + 3 * (cond - uncond),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_cached_sampling_equals_uncached(model):
+    text = _text()
+    for options in ({}, {"top_k": 5, "temperature": 0.7}, {"guidance": 2.5, "top_p": 0.9}):
+        cached = dalle.sample(model, text, jax.random.key(3), **options)
+        uncached = dalle.sample(model, text, jax.random.key(3), cached=False, **options)
+        assert cached.shape == (3, 8, 8) and cached.dtype == jnp.int32
+        np.testing.assert_array_equal(cached, uncached)
+
+
+def test_guided_sampler_with_scale_one_matches_plain_sampler(model):
+    text = _text()
+    graphdef, state = nnx.split(model)
+    run = lambda guided: dalle._sample_jit(graphdef, state, text, jax.random.key(4), 1.0, 0, 1.0, 1.0,  # noqa: E731
+                                           guided=guided, cached=True)
+    plain, guided = run(False), run(True)
+    np.testing.assert_array_equal(plain, guided)
+
+
+def test_greedy_sampling_is_argmax_of_the_model(model):
+    text = _text(B=2)
+    tokens = dalle.sample(model, text, jax.random.key(0), top_k=1).reshape(2, 64)
+    _, logits = model(text, tokens)  # teacher-forced on its own samples
+    np.testing.assert_array_equal(tokens, jnp.argmax(logits, -1))
+
+
+def test_bad_sampling_options_are_refused(model):
+    with pytest.raises(ValueError, match="temperature"):
+        dalle.sample(model, _text(), jax.random.key(0), temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        dalle.sample(model, _text(), jax.random.key(0), top_p=0.0)
+    with pytest.raises(ValueError, match="caption_dropout"):
+        override(TINY, {"caption_dropout": 1.0})
