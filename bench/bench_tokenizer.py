@@ -23,9 +23,9 @@ def shapes_captions(n: int, seed: int = 0) -> tuple[list[str], str]:
         from minimodal.data.shapes import generate
     except ImportError:
         return template_captions(n, seed), "SHAPES.md templates (minimodal.data.shapes not available)"
-    half = n // 2  # one- and two-object scenes, half each
-    captions = generate(half, seed=seed, objects=1)["captions"] + generate(n - half, seed=seed, objects=2)["captions"]
-    return captions, "minimodal.data.shapes.generate (objects=1 and 2, half each)"
+    one, two = (generate(n - n // 2, size=16, seed=seed, objects=k)["captions"] for k in (1, 2))
+    captions = [c for pair in zip(one, two) for c in pair][:n]  # alternate one- and two-object scenes
+    return captions, "minimodal.data.shapes.generate, one- and two-object scenes alternating"
 
 
 def template_captions(n: int, seed: int) -> list[str]:
