@@ -79,7 +79,7 @@ class Trained:
     tokenizer: Tokenizer
     workdir: Path
     step: int
-    seconds: float  # wall time of this call's training steps (excluding set-up and compilation)
+    seconds: float  # wall time of this call's steps after its first log interval (which includes compiling)
 
 
 # ----------------------------------------------------------------------------- work directory
@@ -165,7 +165,7 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
             return loss, (metrics, rest)
 
         (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -275,7 +275,7 @@ def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, m
     pending: list[dict[str, jax.Array]] = []  # device scalars of the steps since the last log
     bar = tqdm(total=config.steps, initial=start, desc=f"train {family.name}", disable=not progress,
                dynamic_ncols=True)
-    t_log, t_train, step = time.perf_counter(), 0.0, start
+    t_log, t_train, logged = time.perf_counter(), 0.0, 0
     with stop:
         for step in range(start, config.steps):
             if stop.requested:
@@ -288,8 +288,9 @@ def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, m
                 row = {k: float(v) for k, v in jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending).items()}
                 now = time.perf_counter()
                 row = {"step": done, **row, "steps_per_sec": len(pending) / (now - t_log), "time": time.time()}
-                if step >= start + 1:  # the first interval includes compilation
+                if logged:  # the first interval of a call includes compilation: not timed
                     t_train += now - t_log
+                logged += 1
                 t_log, pending = now, []
                 with metrics_file.open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -1,0 +1,5 @@
+import sys
+
+from minimodal.cli import main
+
+sys.exit(main())

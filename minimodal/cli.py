@@ -1,0 +1,207 @@
+"""`minimodal train|sample|eval|search|plot|tour ...` (also `python -m minimodal`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from minimodal import config as configlib
+
+
+def _value(text: str) -> Any:
+    """A sampling option from the command line: int, float, bool, None or str."""
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(assignments: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _config_for(family, workdir: Path, preset: str | None, data: str | None, overrides: Sequence[str]):
+    """The saved config when resuming (new key=values on top), else the preset's."""
+    from minimodal import train
+
+    saved = train.saved_config(family, workdir) if train.saved_model_name(workdir) == family.name else None
+    if saved is not None and preset is None:
+        base = saved
+    else:
+        name = preset or "default"
+        if name not in family.presets:
+            raise ValueError(f"{family.name} has no preset {name!r}; choose one of {', '.join(family.presets)}")
+        base = family.presets[name]
+    if data is not None:
+        base = configlib.override(base, {"data": data})
+    return configlib.override(base, overrides)
+
+
+def cmd_train(args) -> int:
+    from minimodal import train
+    from minimodal.models import get_family
+
+    family = get_family(args.model)
+    workdir = Path(args.workdir)
+    config = _config_for(family, workdir, args.preset, args.data, args.overrides)
+    trained = train.fit(family, config, workdir, progress=not args.quiet)
+    train.plot_loss(workdir)
+    print(f"trained {family.name} to step {trained.step} in {workdir} "
+          f"({trained.seconds:.0f} s of training); loss curve: {workdir / 'loss.png'}")
+    return 0
+
+
+def _load(model: str | None, workdir: str):
+    from minimodal import train
+
+    owner = train.saved_model_name(workdir)
+    if model is not None and owner is not None and owner != model:
+        raise ValueError(f"{workdir} holds a {owner!r} model, not {model!r}")
+    return train.load_model(workdir)
+
+
+def cmd_eval(args) -> int:
+    family, model, config, tokenizer = _load(args.model, args.workdir)
+    if family.evaluate is None:
+        raise ValueError(f"{family.name} has no evaluation")
+    config = configlib.override(config, args.overrides)
+    print(json.dumps(family.evaluate(model, config, tokenizer, Path(args.workdir)), indent=2))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from minimodal.viz import save_grid
+
+    family, model, config, tokenizer = _load(args.model, args.workdir)
+    pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
+    if not hasattr(pipeline, "generate"):
+        raise ValueError(f"{family.name} is not a generator: it has no generate()")
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images = pipeline.generate(prompts, seed=args.seed, **_options(args.options))
+    out = Path(args.out or Path(args.workdir) / "samples" / "sample.png")
+    save_grid(images, out, ncols=args.n)
+    print(f"wrote {len(images)} images for {len(args.prompt)} prompt(s) to {out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    import minimodal
+    from minimodal.clip_tasks import search
+    from minimodal.viz import save_grid
+
+    pipeline = minimodal.load(args.workdir)
+    matches = search(pipeline, args.images, args.query, k=args.k)
+    for rank, match in enumerate(matches, 1):
+        print(f"{rank:2d}. {match['score']:.3f}  {match['name']}")
+    if args.out:
+        save_grid(__import__("numpy").stack([m["image"] for m in matches]), args.out)
+        print(f"wrote the top {len(matches)} matches to {args.out}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from minimodal import train
+
+    print(train.plot_loss(args.workdir, args.out))
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from minimodal import tour
+
+    report = tour.run(Path(args.workdir), fast=args.fast)
+    print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minimodal", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model end to end; resumes when WORKDIR holds a checkpoint")
+    p.add_argument("model", help="clip | vqvae | dalle | ddpm")
+    p.add_argument("--data", help="data source: shapes, digits, cifar10, cifar100, coco_captions, folder:PATH")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--preset", help="named config (default: 'default', or the saved one when resuming)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=2000 lr=3e-4")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("sample", help="draw images for prompts with a trained generator, as a PNG grid")
+    p.add_argument("model", nargs="?", help="dalle | ddpm (checked against WORKDIR)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
+    p.add_argument("-n", type=int, default=8, help="images per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default WORKDIR/samples/sample.png)")
+    p.add_argument("options", nargs="*", metavar="key=value", help="sampler options, e.g. guidance=3 steps=50")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("eval", help="print a trained model's metrics as one JSON object")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("search", help="text-based image search with a trained CLIP")
+    p.add_argument("query")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--images", required=True, help="a folder of images, or a data source such as shapes")
+    p.add_argument("-k", type=int, default=8)
+    p.add_argument("--out", help="write the top matches as a PNG grid")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("plot", help="plot a run's loss curve to PNG")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out")
+    p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("tour", help="train CLIP, DALL-E and DDPM on shapes and write report.html")
+    p.add_argument("--workdir", default="runs/tour")
+    p.add_argument("--fast", action="store_true", help="a ~5 minute version (used by the tests)")
+    p.set_defaults(run=cmd_tour)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from minimodal.train import TrainingDiverged, WorkdirMismatch
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # key=value pairs may follow --options too
+    leftovers = [e for e in extra if e.startswith("-") or "=" not in e]
+    if leftovers or (extra and not hasattr(args, "overrides") and not hasattr(args, "options")):
+        parser.error(f"unrecognized arguments: {' '.join(leftovers or extra)}")
+    for name in ("overrides", "options"):
+        if hasattr(args, name):
+            setattr(args, name, [*getattr(args, name), *extra])
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, WorkdirMismatch, TrainingDiverged) as error:
+        if os.environ.get("MINIMODAL_DEBUG"):
+            raise
+        print(f"minimodal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        print(f"minimodal {args.command}: {stop or 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
