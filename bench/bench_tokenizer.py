@@ -73,7 +73,8 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="captions to encode")
-    parser.add_argument("--n-train", type=int, default=20_000, help="captions to train on (TrainConfig.n_train)")
+    parser.add_argument("--n-train", type=int, default=20_000,
+                        help="captions to train on (TrainConfig.n_train)")
     parser.add_argument("--vocab-size", type=int, default=384, help="TrainConfig.vocab_size")
     parser.add_argument("--context-length", type=int, default=24, help="TrainConfig.context_length")
     parser.add_argument("--repeats", type=int, default=3)
@@ -96,7 +97,8 @@ def main() -> None:
                  best_of(args.repeats, encode_cold)))
     rows.append((f"`encode_batch` {len(captions):,} shapes captions, T={args.context_length} -> int32 "
                  f"{tok.encode_batch(captions, args.context_length).shape}",
-                 best_of(args.repeats, lambda: Tokenizer(tok.merges).encode_batch(captions, args.context_length))))
+                 best_of(args.repeats,
+                         lambda: Tokenizer(tok.merges).encode_batch(captions, args.context_length))))
     n_bytes = sum(len(c.encode()) for c in captions)
     n_tokens = sum(len(tok.encode(c)) for c in captions)
 

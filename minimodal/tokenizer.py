@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIAL_TOKENS = {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID}
 NUM_SPECIAL = 3
 NUM_BASE = NUM_SPECIAL + 256  # 259: the specials and every byte; the smallest possible vocabulary
 FORMAT, VERSION = "minimodal-bpe", 1
@@ -44,7 +45,8 @@ def _check_str(text: Any, what: str) -> str:
 
 def _check_texts(texts: Any, what: str) -> list[str]:
     if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of str, got a single {type(texts).__name__}; wrap it in a list")
+        raise TypeError(f"{what} must be a list of str, got a single {type(texts).__name__}; "
+                        "wrap it in a list")
     return [_check_str(t, f"{what}[{i}]") for i, t in enumerate(texts)]
 
 
@@ -114,7 +116,8 @@ class Tokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
         """Learn up to `vocab_size - 259` merges from `texts` (fewer if every word becomes one token)."""
         if not isinstance(vocab_size, (int, np.integer)) or vocab_size < NUM_BASE:
-            raise ValueError(f"vocab_size must be an int >= {NUM_BASE} (3 specials + 256 bytes), got {vocab_size!r}")
+            raise ValueError(f"vocab_size must be an int >= {NUM_BASE} (3 specials + 256 bytes), "
+                             f"got {vocab_size!r}")
         pattern = re.compile(WORD_PATTERN)
         word_counts = Counter(w for t in _check_texts(texts, "texts") for w in pattern.findall(t))
         words = [_byte_ids(w) for w in word_counts]  # each distinct word as a list of ids
@@ -149,9 +152,10 @@ class Tokenizer:
                 add(w, -1)
                 words[w] = _merge(words[w], pair, new_id)
                 add(w, +1)
-                for p in old_pairs - set(zip(words[w], words[w][1:])):
+                new_pairs = set(zip(words[w], words[w][1:]))
+                for p in old_pairs - new_pairs:
                     where[p].discard(w)
-                touched |= old_pairs | set(zip(words[w], words[w][1:]))
+                touched |= old_pairs | new_pairs
             del pair_counts[pair]
             for p in touched - {pair}:
                 heapq.heappush(heap, (-pair_counts[p], p))
@@ -190,10 +194,11 @@ class Tokenizer:
         return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
 
     def encode_batch(self, texts: Sequence[str], context_length: int) -> np.ndarray:
-        """texts -> int32 (B, T) rows `BOS ids EOS PAD...`; a long text keeps its first T - 2 ids, then EOS."""
+        """texts -> int32 (B, T) rows `BOS ids EOS PAD...`; a long text keeps its first T - 2 ids + EOS."""
         texts = _check_texts(texts, "texts")
         if not isinstance(context_length, (int, np.integer)) or context_length < 2:
-            raise ValueError(f"context_length must be an int >= 2 (room for BOS and EOS), got {context_length!r}")
+            raise ValueError(f"context_length must be an int >= 2 (room for BOS and EOS), "
+                             f"got {context_length!r}")
         T = int(context_length)
         row_of: dict[str, int] = {}  # distinct text -> its row in the table below (captions repeat)
         inverse_B = np.fromiter((row_of.setdefault(t, len(row_of)) for t in texts), np.int64, len(texts))
@@ -209,7 +214,7 @@ class Tokenizer:
         return {
             "format": FORMAT,
             "version": VERSION,
-            "special_tokens": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID},
+            "special_tokens": SPECIAL_TOKENS,
             "byte_offset": NUM_SPECIAL,
             "word_pattern": WORD_PATTERN,
             "vocab_size": self.vocab_size,
@@ -232,11 +237,12 @@ class Tokenizer:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a minimodal tokenizer file (invalid JSON: {e}); "
                              "re-create it with Tokenizer.train(...).save(path)") from None
-        expected = {"format": FORMAT, "version": VERSION, "byte_offset": NUM_SPECIAL, "word_pattern": WORD_PATTERN,
-                    "special_tokens": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID}}
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in expected.items()):
-            raise ValueError(f"{path} is not a {FORMAT} v{VERSION} tokenizer file (expected {expected} "
-                             "among its keys); re-create it with Tokenizer.train(...).save(path)")
+        expected = {"format": FORMAT, "version": VERSION, "byte_offset": NUM_SPECIAL,
+                    "word_pattern": WORD_PATTERN, "special_tokens": SPECIAL_TOKENS}
+        wrong = [k for k, v in expected.items() if data.get(k) != v] if isinstance(data, dict) else ["{...}"]
+        if wrong:
+            raise ValueError(f"{path} is not a {FORMAT} v{VERSION} tokenizer file (wrong or missing: "
+                             f"{', '.join(wrong)}); re-create it with Tokenizer.train(...).save(path)")
         merges = data.get("merges")
         if not isinstance(merges, list) or not all(
                 isinstance(m, list) and len(m) == 2 and all(isinstance(i, int) for i in m) for m in merges):

@@ -45,7 +45,7 @@ from minimodal.tokenizer import NUM_BASE, WORD_PATTERN, Tokenizer
 
 FAST = os.environ.get("MINIMODAL_FAST") == "1"
 RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
-BIG = jax.default_backend() != "cpu"  # on a GPU/TPU machine: more captions (the tokenizer itself runs on the CPU)
+BIG = jax.default_backend() != "cpu"  # on a GPU/TPU machine: more captions (BPE itself runs on the CPU)
 N_CAPTIONS = 2_000 if FAST else 100_000 if BIG else 20_000
 VOCAB_SIZE = 384  # the default `vocab_size` of every model's config
 
@@ -85,7 +85,7 @@ for text in ["a red circle", "é", "日本", "🔴"]:
 # 1. split the text into words — each word keeps its leading space, so `" red"` and `"red"` differ and
 #    the spaces survive the round trip;
 # 2. write each word as its bytes and count every adjacent pair, weighted by how often the word occurs:
-#    $\text{count}(a, b) = \sum_{\text{words}} n(\text{word}) \cdot \#\{i : \text{word}_i = a,\ \text{word}_{i+1} = b\}$;
+#    $\text{count}(a, b) = \sum_{w} n(w) \cdot \#\{i : w_i = a,\ w_{i+1} = b\}$ over the distinct words $w$;
 # 3. the most frequent pair becomes a new token (ties: the smallest ids), and every occurrence is replaced;
 # 4. repeat until the vocabulary has the size we asked for.
 #

@@ -1,4 +1,4 @@
-"""The one tokenizer: exact round trips, BPE merges against hand-worked and naive references, batches, files."""
+"""The one tokenizer: exact round trips, merges against hand-worked and naive references, batches, files."""
 
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def test_untrained_tokenizer_is_plain_utf8():
 def test_merges_match_hand_worked_example():
     # "aaabdaaabac" (ids: a=100, b=101). Pair counts: aa 4, ab 2, others 1 -> merge aa into Z = 259:
     # Z a b d Z a b a c. Now ab 2 and Za 2 tie -> the smaller pair (100, 101) wins: Y = 260:
-    # Z Y d Z Y a c. Then ZY 2 -> X = 261: X d X a c. Then every pair occurs once; the smallest is (97+3, 99+3) "ac".
+    # Z Y d Z Y a c. Then ZY 2 -> X = 261: X d X a c. Now every pair occurs once; the smallest is
+    # (97 + 3, 99 + 3) = "ac".
     tok = Tokenizer.train(["aaabdaaabac"], NUM_BASE + 4)
     assert tok.merges == [(100, 100), (100, 101), (259, 260), (100, 102)]
     assert [tok.token_bytes(i) for i in range(259, 263)] == [b"aa", b"ab", b"aaab", b"ac"]
@@ -114,7 +115,8 @@ def test_words_keep_their_leading_space_and_training_stops_when_words_are_whole(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet="ab c\u00e9", max_size=12), max_size=8), st.integers(NUM_BASE, NUM_BASE + 30))
+@given(st.lists(st.text(alphabet="ab c\u00e9", max_size=12), max_size=8),
+       st.integers(NUM_BASE, NUM_BASE + 30))
 def test_incremental_training_matches_naive_recount(texts, vocab_size):
     assert Tokenizer.train(texts, vocab_size).merges == naive_train(texts, vocab_size)
 
