@@ -72,13 +72,17 @@ class Batches:
         return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
 
     def batch(self, step: int) -> dict[str, Any]:
+        """Batch `step`; with a sharding, a global array of which each process builds only its own rows."""
         idx = self.indices(step)
-        out = {k: v[idx] for k, v in self.arrays.items()}
-        out["images"] = normalize_images(out["images"])  # (B, H, W, 3) float32
         if self.sharding is not None:
             import jax
 
-            out = jax.device_put(out, self.sharding)
+            rows = self.batch_size // jax.process_count()  # one host: all of them
+            idx = idx[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+        out = {k: v[idx] for k, v in self.arrays.items()}
+        out["images"] = normalize_images(out["images"])  # (B, H, W, 3) float32
+        if self.sharding is not None:
+            out = {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in out.items()}
         return out
 
     def __iter__(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
