@@ -46,7 +46,7 @@ class Family:
     loss_fn(model, batch, rng) -> (scalar loss, {name: scalar}); pure, jit-able, no host sync.
         `batch` is the pipeline's dict (images float32 (B,H,W,3) in [-1,1], tokens int32 (B,T), extras).
     prepare(config, examples, tokenizer, workdir) -> examples     optional: add arrays (e.g. image tokens)
-    sample_grid(model, config, tokenizer, rng) -> uint8 (N,H,W,3)  optional: periodic PNG sample grids
+    sample_grid(model, config, tokenizer, rng, workdir) -> uint8 (N,H,W,3)   optional: periodic PNG grids
     evaluate(model, config, tokenizer, workdir) -> {name: float}   optional: `minimodal eval` + periodic
     pipeline(model, config, tokenizer, workdir) -> object          what `minimodal.load(workdir)` returns
     """
@@ -337,7 +337,7 @@ def _write_samples(family, config, graphdef, tokenizer, state, workdir: Path) ->
         return
     step = int(state["step"])
     images = family.sample_grid(_current_model(graphdef, state), config, tokenizer,
-                                jax.random.fold_in(jax.random.key(config.seed + 1), step))
+                                jax.random.fold_in(jax.random.key(config.seed + 1), step), workdir)
     save_grid(np.asarray(images), workdir / "samples" / f"step_{step:06d}.png")
 
 
