@@ -49,9 +49,9 @@ def test_constants_are_the_contract():
 @pytest.mark.parametrize("size", SIZES)
 def test_pixels_are_palette_colours_on_black(size):
     data = shapes.generate(200, size, seed=1)
-    for image, (obj,) in zip(data["images"], data["objects"]):
-        colours = {tuple(c) for c in image.reshape(-1, 3)}
-        assert colours == {(0, 0, 0), shapes.COLORS[obj["color"]]}
+    rgb_N113 = np.array([shapes.COLORS[o["color"]] for (o,) in data["objects"]])[:, None, None, :]
+    black, painted = (data["images"] == 0).all(-1), (data["images"] == rgb_N113).all(-1)
+    assert np.all(black | painted) and black.any((1, 2)).all() and painted.any((1, 2)).all()
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -294,20 +294,20 @@ def rim_errors(images: np.ndarray, p: float, rng: np.random.Generator) -> np.nda
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_grader_tolerates_generated_image_defects(size):
-    data = shapes.generate(300, size, seed=13)
+    n = 200
+    data = shapes.generate(n, size, seed=13)
     images, rng = data["images"].astype(np.float64), np.random.default_rng(1)
     fg = foreground(data["images"])[..., None]
     # dimmed and tinted: x = 0.7 c + jitter on the object
-    tinted = np.where(fg, 0.7 * images + rng.uniform(-25, 25, (300, 1, 1, 3)), images)
+    tinted = np.where(fg, 0.7 * images + rng.uniform(-25, 25, (n, 1, 1, 3)), images)
     assert read_rate(np.clip(tinted, 0, 255).astype(np.uint8), data["objects"]) >= 0.99
     specks = data["images"].copy()  # three stray bright pixels
     for _ in range(3):
-        where = np.arange(300), rng.integers(0, size, 300), rng.integers(0, size, 300)
-        specks[where] = rng.integers(100, 256, (300, 3))
+        where = np.arange(n), rng.integers(0, size, n), rng.integers(0, size, n)
+        specks[where] = rng.integers(100, 256, (n, 3))
     assert read_rate(specks, data["objects"]) >= 0.99
-    assert read_rate(rim_errors(data["images"], 0.25, rng), data["objects"]) >= {32: 0.96, 64: 0.99}[size]
-    if size == 64:  # soft edges: a 3 x 3 box blur
-        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        blurred = sum(padded[:, 1 + a:size + 1 + a, 1 + b:size + 1 + b]
-                      for a in (-1, 0, 1) for b in (-1, 0, 1)) / 9
-        assert read_rate(np.rint(blurred).astype(np.uint8), data["objects"]) >= 0.98
+    assert read_rate(rim_errors(data["images"], 0.25, rng), data["objects"]) >= {32: 0.93, 64: 0.98}[size]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))  # soft edges: a 3 x 3 box blur
+    blurred = sum(padded[:, 1 + a:size + 1 + a, 1 + b:size + 1 + b]
+                  for a in (-1, 0, 1) for b in (-1, 0, 1)) / 9
+    assert read_rate(np.rint(blurred).astype(np.uint8), data["objects"]) >= {32: 0.94, 64: 0.98}[size]

@@ -299,7 +299,7 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
 
 CORE_DISTANCE = 90.0  # RGB distance from the background beyond which a pixel surely shows the object
 MIN_BLOB = 0.25  # blobs smaller than this fraction of the largest one are specks, not the object
-MIN_IOU = 0.5  # a foreground that matches no shape template this well is unreadable
+MIN_IOU = 0.5  # a foreground that overlaps its best template less than this is unreadable
 
 
 # Inner boxes tried inside the foreground's bounding box: each side moved in by 0 or 1 pixel, so a ragged
@@ -329,11 +329,12 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     bg = median colour of the outer ring of pixels; core = pixels with ||x - bg|| > CORE_DISTANCE.
     colour = the palette colour p whose blend line x = bg + alpha (p - bg) fits the core best
     (least squared distance, so blurred or dimmed pixels still vote for their colour);
-    foreground = coverage alpha = (x - bg).(p - bg) / ||p - bg||^2 > 1/2, without specks
-    (blobs < MIN_BLOB of the largest); shape = the template (`shape_mask` stretched to the foreground's
-    bounding box, or to a box one pixel in on some sides) of highest IoU; position = the 3 x 3 cell
-    of that box's centre. None for an image without an object (too few core pixels) or whose
-    foreground is no shape (best IoU < MIN_IOU).
+    coverage alpha = (x - bg).(p - bg) / ||p - bg||^2; foreground = alpha > 1/2 without specks
+    (blobs < MIN_BLOB of the largest); shape = the template T (`shape_mask` stretched to the
+    foreground's bounding box, or to a box one pixel in on some sides) of least sum (T - clip(alpha))^2
+    over the box (for a clean image: the exact match); position = the 3 x 3 cell of T's box centre.
+    None for an image without an object (too few core or foreground pixels) or whose foreground is
+    no shape (IoU with the best template < MIN_IOU).
     """
     image = np.asarray(image)
     square = image.ndim == 3 and image.shape[2] == 3 and 8 <= image.shape[0] == image.shape[1]
@@ -360,11 +361,12 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
         return None
     rows, cols = np.flatnonzero(fg_SS.any(1)), np.flatnonzero(fg_SS.any(0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = fg_SS[top:bottom, left:right]
     templates = _templates(bottom - top, right - left)  # (16, 4, h, w)
-    iou = (templates & crop).sum((2, 3)) / (templates | crop).sum((2, 3))  # (16, 4)
-    inset, shape = np.unravel_index(np.argmax(iou), iou.shape)
-    if iou[inset, shape] < MIN_IOU:
+    alpha_hw = np.clip(alpha_SS[top:bottom, left:right], 0.0, 1.0)
+    sq_err = ((templates - alpha_hw) ** 2).sum((2, 3))  # (16, 4): least squares alpha ~ template
+    inset, shape = np.unravel_index(np.argmin(sq_err), sq_err.shape)
+    best, crop = templates[inset, shape], fg_SS[top:bottom, left:right]
+    if (best & crop).sum() / (best | crop).sum() < MIN_IOU:
         return None
     t, b, l, r = _INSETS[inset]
     row = min(2, int(3 * (top + t + bottom - b) / (2 * size)))  # floor(3 * centre / size)
