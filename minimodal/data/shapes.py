@@ -315,9 +315,12 @@ def _templates(h: int, w: int) -> np.ndarray:
     return np.stack([shape_mask(s, i - t, j - l, h - t - b, w - l - r) for s in SHAPES], axis=1)
 
 
+_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
+
+
 def _main_blobs(mask_SS: np.ndarray) -> np.ndarray:
     """`mask` without its 8-connected blobs smaller than MIN_BLOB x the largest one."""
-    labels_SS, count = ndimage.label(mask_SS, structure=np.ones((3, 3)))
+    labels_SS, count = ndimage.label(mask_SS, structure=_EIGHT_NEIGHBOURS)
     area = np.bincount(labels_SS.ravel(), minlength=count + 1)
     area[0] = 0  # the background
     return mask_SS & (area[labels_SS] >= MIN_BLOB * area.max())
@@ -344,12 +347,13 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
                          "minimodal.data.denormalize_images")
     size = image.shape[0]
     ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])  # (4S - 4, 3)
-    x_SS3 = image - np.median(ring, axis=0)  # x - bg, float64
+    bg = np.median(ring, axis=0)  # (3,)
+    x_SS3 = image - bg  # float64
     min_pixels = max(4.0, 0.25 * (SIZES["small"] * size) ** 2)  # a quarter of a small box
     core_SS = _main_blobs(np.linalg.norm(x_SS3, axis=-1) > CORE_DISTANCE)
     if core_SS.sum() < min_pixels:
         return None
-    d_63 = _PALETTE - np.median(ring, axis=0)  # p - bg for each palette colour
+    d_63 = _PALETTE - bg  # p - bg for each palette colour
     norm_6 = np.linalg.norm(d_63, axis=-1)
     x_M3 = x_SS3[core_SS]
     # ||x - bg||^2 - ((x - bg).u)^2, u = (p - bg) / ||p - bg||: squared distance from p's blend line
