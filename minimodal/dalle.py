@@ -50,9 +50,9 @@ class Config(TrainConfig):
     tokenizer_preset: str = "default"
     image_vocab_size: int = 512  # must equal the image tokenizer's codebook size
     # transformer
-    dim: int = 192
+    dim: int = 128
     depth: int = 4
-    num_heads: int = 6
+    num_heads: int = 4
     text_loss_weight: float = 1 / 8  # DALL-E's 1/8 : 7/8 split between text and image tokens
     caption_dropout: float = 0.0  # probability of training on the empty caption (enables guidance)
     # sampling defaults (pipeline.generate / evaluate)
@@ -90,7 +90,7 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(dim=32, depth=2, num_heads=2, steps=20, batch_size=16, n_train=256, image_vocab_size=32,
                    tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
                    candidates=2),
-    "tour": Config(steps=1500, tokenizer_preset="tour"),
+    "tour": Config(steps=1200, tokenizer_preset="tour"),
     "guided": Config(caption_dropout=0.1),
     "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000,
                   tokenizer_preset="gpu", caption_dropout=0.1),
@@ -423,16 +423,22 @@ def evaluate(model, config: Config, tokenizer: Any, workdir: str | Path) -> dict
     return metrics
 
 
-def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array, workdir: str | Path) -> np.ndarray:
-    """Sixteen samples for fixed prompts (one per colour and per shape, some held out)."""
+def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array, workdir: str | Path | None = None
+                ) -> np.ndarray:
+    """Sixteen samples for fixed prompts (colours and shapes in turn, held-out pairs included).
+
+    Decoding needs the image tokenizer, found through `workdir` (or `config.image_tokenizer`); without
+    either, the token grids themselves are drawn (code index as grey level, one 4×4 block per token)."""
     from minimodal.data import shapes
 
     colors = list(shapes.COLORS)
     prompts = [f"a {colors[i % len(colors)]} {shapes.SHAPES[i % len(shapes.SHAPES)]}" for i in range(16)]
-    pipe = pipeline(model, config, tokenizer, workdir)
-    codes = sample(model, tokenizer.encode_batch(prompts, config.context_length), rng,
-                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-    return pipe.image_tokenizer.decode(np.asarray(codes))
+    codes = np.asarray(sample(model, tokenizer.encode_batch(prompts, config.context_length), rng,
+                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p))
+    if workdir is not None or config.image_tokenizer:
+        return load_image_tokenizer(config, workdir or ".").decode(codes)
+    grey = np.rint(codes * 255.0 / max(config.image_vocab_size - 1, 1)).astype(np.uint8)
+    return np.repeat(np.repeat(grey, 4, axis=1), 4, axis=2)[..., None].repeat(3, axis=-1)
 
 
 FAMILY = Family(name="dalle", config_class=Config, presets=PRESETS, build=build, loss_fn=family_loss_fn,

@@ -44,8 +44,8 @@ class Config(TrainConfig):
     kind: str = "vq"
     codebook_size: int = 512  # V
     code_dim: int = 32  # D
-    width: int = 128  # channels at the token grid
-    hidden: int = 64  # channels at half resolution
+    width: int = 64  # channels at the token grid
+    hidden: int = 32  # channels at half resolution
     num_res_blocks: int = 2
     # VQ-VAE
     beta: float = 0.25  # commitment weight β
@@ -58,8 +58,8 @@ class Config(TrainConfig):
     tau_steps: int = 1000  # τ decays exponentially from tau_start to tau_end over these steps
     kl_weight: float = 5e-3
     # training
-    steps: int = 1500
-    batch_size: int = 64
+    steps: int = 2000
+    batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0
@@ -77,9 +77,9 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(codebook_size=32, code_dim=8, width=16, hidden=8, num_res_blocks=1, steps=20,
                    batch_size=16, n_train=256, log_every=5, checkpoint_every=20, tau_steps=20,
                    restart_threshold=0.05),
-    "tour": Config(steps=1000),
+    "tour": Config(steps=1200),
     "gumbel": Config(kind="gumbel"),
-    "gpu": Config(width=256, hidden=128, steps=5000, batch_size=256, n_train=50_000),
+    "gpu": Config(width=256, hidden=128, steps=5000, batch_size=128, n_train=50_000),
 }
 
 
@@ -202,7 +202,7 @@ class VQVAE(nnx.Module):
         if c.ema_codebook:
             self.codebook = CodebookStat(init_VD)
             self.ema_count = CodebookStat(jnp.ones((c.codebook_size,)))
-            self.ema_sum = CodebookStat(init_VD)
+            self.ema_sum = CodebookStat(jnp.copy(init_VD))  # its own buffer (the trainer donates state)
         else:
             self.codebook = nnx.Param(init_VD)
 
@@ -365,7 +365,7 @@ def evaluate(model, config: Config, tokenizer: Any, workdir: Any) -> dict[str, f
     return reconstruction_metrics(model, _eval_images(config, 128 if config.n_train < 1000 else 2000))
 
 
-def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array) -> np.ndarray:
+def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array, workdir: Any = None) -> np.ndarray:
     """Eight images (top row) above their reconstructions (bottom row)."""
     del tokenizer, rng
     images = _eval_images(config, 8)
