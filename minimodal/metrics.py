@@ -33,7 +33,8 @@ def _prompt_objects(objects: Sequence[Any], n: int) -> list[dict[str, str]]:
 def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, float]:
     """Fractions of images whose attributes, read back by the grader, match the prompt's object.
 
-    Returns {"color", "shape", "position", "both" (colour and shape), "unreadable" (grader said None)}.
+    Returns {"color", "shape", "position", "both" (colour and shape), "unreadable" (grader said None)};
+    "position" is over the prompts that name one (NaN when none does).
     `images_uint8`: uint8 (N, S, S, 3); `objects`: per image the prompt's object (as in `generate`).
     """
     images = np.asarray(images_uint8)
@@ -44,16 +45,19 @@ def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, f
         raise ValueError("no images to grade")
     wanted = _prompt_objects(objects, len(images))
     hits = {"color": 0, "shape": 0, "position": 0, "both": 0, "unreadable": 0}
+    with_position = sum("position" in want for want in wanted)  # prompts may leave the position open
     for image, want in zip(images, wanted):
         got = read_attributes(image)
         if got is None:
             hits["unreadable"] += 1
             continue
-        match = {key: got[key] == want[key] for key in ("color", "shape", "position")}
+        match = {key: got[key] == want[key] for key in ("color", "shape", "position") if key in want}
         for key, ok in match.items():
             hits[key] += ok
         hits["both"] += match["color"] and match["shape"]
-    return {key: count / len(images) for key, count in hits.items()}
+    out = {key: count / len(images) for key, count in hits.items()}
+    out["position"] = hits["position"] / with_position if with_position else float("nan")
+    return out
 
 
 def caption_fidelity(images_uint8: Any, objects: Sequence[Any]) -> float:

@@ -56,3 +56,13 @@ def test_bad_input_is_a_clear_error(scenes):
         metrics.caption_fidelity(two["images"], two["objects"])
     with pytest.raises(ValueError, match="no images"):
         metrics.caption_fidelity(np.zeros((0, 32, 32, 3), np.uint8), [])
+
+
+def test_prompts_without_a_position_are_graded_on_colour_and_shape():
+    from minimodal.data import shapes
+    from minimodal.metrics import attribute_accuracy
+
+    data = shapes.generate(8, seed=3)
+    wanted = [{"color": o[0]["color"], "shape": o[0]["shape"]} for o in data["objects"]]
+    acc = attribute_accuracy(data["images"], wanted)
+    assert acc["both"] == 1.0 and np.isnan(acc["position"])
