@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 01 · Text to integers: the one tokenizer
 #
-# **Expected run time:** about 30 seconds on a 2-core CPU (fast mode, `MINIMODAL_FAST=1`: about 10 s).
+# **Expected run time:** about 20 seconds on a 2-core CPU (fast mode, `MINIMODAL_FAST=1`: about 10 s).
 #
 # Every model in minimodal reads text — CLIP embeds captions, DALL-E writes an image after a caption,
 # DDPM is guided by one — and a neural network reads numbers, not letters. So text first becomes a
