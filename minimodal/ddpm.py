@@ -287,6 +287,7 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
     """
     from minimodal.data import shapes
     from minimodal.metrics import caption_fidelity
+    from minimodal.viz import save_grid
 
     if config.data != "shapes" or model.text is None:
         return {}
@@ -294,17 +295,20 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
     train = shapes.generate(n, config.image_size, seed=config.seed + 10_000, split="train")
     held = shapes.generate(n, config.image_size, seed=config.seed + 10_000, split="holdout")
 
-    def fidelity(data, m, **options):
-        x = sample(model, tokenizer, data["captions"][:m], key, **options)
-        return float(caption_fidelity(denormalize_images(x), data["objects"][:m]))
+    def fidelity(name, data, m, **options):
+        images = denormalize_images(sample(model, tokenizer, data["captions"][:m], key, **options))
+        if workdir is not None:  # the first 24 samples, for a look at what was graded
+            save_grid(images[:24], Path(workdir) / "eval" / f"{name}.png", ncols=12)
+        return float(caption_fidelity(images, data["objects"][:m]))
 
     ddim = f"ddim{config.sample_steps}"
-    return {
-        f"fidelity_{ddim}_w{w:g}": fidelity(train, n, sampler="ddim", guidance=w),
-        f"fidelity_{ddim}_w1": fidelity(train, n, sampler="ddim", guidance=1.0),
-        f"fidelity_ancestral_w{w:g}": fidelity(train, max(1, n // 4), sampler="ancestral", guidance=w),
-        f"fidelity_holdout_{ddim}_w{w:g}": fidelity(held, n, sampler="ddim", guidance=w),
+    settings = {
+        f"fidelity_{ddim}_w{w:g}": (train, n, dict(sampler="ddim", guidance=w)),
+        f"fidelity_{ddim}_w1": (train, n, dict(sampler="ddim", guidance=1.0)),
+        f"fidelity_ancestral_w{w:g}": (train, max(1, n // 4), dict(sampler="ancestral", guidance=w)),
+        f"fidelity_holdout_{ddim}_w{w:g}": (held, n, dict(sampler="ddim", guidance=w)),
     }
+    return {name: fidelity(name, data, m, **options) for name, (data, m, options) in settings.items()}
 
 
 FAMILY = Family(name="ddpm", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,

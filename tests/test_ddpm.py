@@ -317,3 +317,13 @@ def test_presets_and_parameter_counts(tokenizer):
 
     assert count("tiny") == 193_212  # with this 280-id vocabulary
     assert count("default") == 855_692
+
+
+def test_evaluate_grades_every_setting_and_saves_what_it_graded(tiny, tokenizer, tmp_path):
+    config = dataclasses.replace(tiny.config, eval_prompts=4)
+    results = ddpm.evaluate(tiny, config, tokenizer, tmp_path)
+    assert sorted(results) == ["fidelity_ancestral_w3", "fidelity_ddim5_w1", "fidelity_ddim5_w3",
+                               "fidelity_holdout_ddim5_w3"]
+    assert all(0.0 <= v <= 1.0 for v in results.values())
+    assert sorted(p.stem for p in (tmp_path / "eval").glob("*.png")) == sorted(results)
+    assert ddpm.evaluate(tiny, dataclasses.replace(config, data="digits"), tokenizer) == {}
