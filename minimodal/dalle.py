@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from minimodal.data import load_examples
 from minimodal.nn.attention import causal_mask
 from minimodal.nn.transformer import Transformer
 from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from minimodal.train import Family
+from minimodal.train import Family, fit, load_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,12 +296,6 @@ def sample(model: DalleTransformer, text_BT, rng: jax.Array, *, temperature: flo
 
 
 # ------------------------------------------------------------------------------ image tokenizer glue
-def _load_trained(workdir: str | Path):
-    from minimodal.train import load_model
-
-    return load_model(workdir)
-
-
 def _tokenizer_config(config: Config) -> vqvae.Config:
     """The image tokenizer this run trains: the preset, with this run's data keys and codebook size."""
     if config.tokenizer_preset not in vqvae.PRESETS:
@@ -321,7 +316,7 @@ def load_image_tokenizer(config: Config, workdir: str | Path) -> vqvae.Pipeline:
     if not path.exists():
         raise FileNotFoundError(f"no image tokenizer at {path}: train one with `minimodal train vqvae "
                                 f"--workdir {path}` or let `minimodal train dalle` train it")
-    family, model, tconfig, _ = _load_trained(path)
+    family, model, tconfig, _ = load_model(path)
     if family.name != "vqvae":
         raise ValueError(f"{path} holds a {family.name!r} model, not an image tokenizer (vqvae)")
     if model.codebook_size != config.image_vocab_size or tconfig.image_size != config.image_size:
@@ -334,8 +329,6 @@ def load_image_tokenizer(config: Config, workdir: str | Path) -> vqvae.Pipeline:
 def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: str | Path) -> dict[str, Any]:
     """Train (or load) the image tokenizer and add `image_tokens` int32 (N, h, w) to the examples."""
     if not config.image_tokenizer:
-        from minimodal.train import fit
-
         fit(vqvae.FAMILY, _tokenizer_config(config), Path(workdir) / "image_tokenizer",
             examples={k: v for k, v in examples.items() if k != "image_tokens"}, tokenizer=tokenizer)
     codes = load_image_tokenizer(config, workdir).encode(examples["images"])
@@ -368,8 +361,6 @@ class Pipeline:
                        top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
                        guidance=c.guidance if guidance is None else guidance)
         if guidance not in (None, 1.0) and c.caption_dropout == 0:
-            import warnings
-
             warnings.warn("guidance needs a model trained with caption_dropout > 0; this one was not")
         text_BT = self.tokenizer.encode_batch(list(prompts), c.context_length)
         if rerank_with is None:
@@ -406,6 +397,8 @@ def evaluate(model, config: Config, tokenizer: Any, workdir: str | Path) -> dict
     also with guidance (if trained with caption dropout) and with CLIP reranking (if `clip_workdir`)."""
     from minimodal.metrics import caption_fidelity
 
+    if config.data.partition(":")[0] != "shapes":
+        raise ValueError(f"caption fidelity needs the shapes grader; this model was trained on {config.data!r}")
     pipe = pipeline(model, config, tokenizer, workdir)
     runs = {"": {}}
     if config.caption_dropout > 0:

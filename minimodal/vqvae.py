@@ -111,7 +111,7 @@ class ResBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    """uint8-normalised images (B, H, W, 3) in [-1, 1] -> (B, H/4, W/4, out)."""
+    """Images (B, H, W, 3) in [-1, 1] -> (B, H/4, W/4, out): code vectors (VQ) or code logits (dVAE)."""
 
     def __init__(self, c: Config, out: int, *, rngs: nnx.Rngs):
         self.conv_in = nnx.Conv(4 * 3, c.hidden, (3, 3), rngs=rngs)
