@@ -168,14 +168,14 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-        new = {"step": state["step"] + 1, "params": keep(params, state["params"]),
-               "rest": keep(rest, state["rest"]), "opt_state": keep(opt_state, state["opt_state"]),
-               "bad_step": jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], state["step"])}
+        updated = {**state, "step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
         if "ema" in state:  # ema <- d * ema + (1 - d) * params
             d = config.ema_decay
-            new["ema"] = keep(jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params), state["ema"])
+            updated["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
+        first_bad = jnp.where(state["bad_step"] >= 0, state["bad_step"], state["step"])
+        rejected = {**state, "step": state["step"] + 1, "bad_step": first_bad}
+        # a branch, not a select over every array: the common (finite) path copies nothing
+        new = jax.lax.cond(jnp.isfinite(loss) & jnp.isfinite(grad_norm), lambda: updated, lambda: rejected)
         return new, {"loss": loss, "grad_norm": grad_norm, **metrics}
 
     return step_fn
