@@ -284,21 +284,21 @@ def good_folder(tmp_path):
 
 
 def test_folder_reads_any_mode_and_size_in_captions_order(good_folder):
-    ex = load_examples(f"folder:{good_folder}", image_size=16)
+    ex = load_examples(f"folder:{good_folder}", "all", image_size=16)
     assert ex["images"].shape == (4, 16, 16, 3) and ex["images"].dtype == np.uint8
     assert ex["captions"] == ["a red square", "a grey picture", "blue", "green"]  # whitespace normalised
     expected = [(255, 0, 0), (100, 100, 100), (0, 0, 255), (0, 250, 0)]
     for image, colour in zip(ex["images"], expected):
         np.testing.assert_allclose(image.reshape(-1, 3).mean(0), colour, atol=2)
-    assert load_examples(f"folder:{good_folder}", n=2, image_size=16)["captions"] == ex["captions"][:2]
+    assert load_examples(f"folder:{good_folder}", "all", n=2, image_size=16)["captions"] == ex["captions"][:2]
 
 
 def test_folder_csv_gives_the_same_examples(good_folder):
-    jsonl = folder.examples(path=good_folder, image_size=8)
+    jsonl = folder.examples("all", path=good_folder, image_size=8)
     (good_folder / "captions.jsonl").unlink()
     (good_folder / "captions.csv").write_text(
         'file,caption\nred.png,a red square\ngrey.jpg,"  a   grey\tpicture "\nsub/blue.bmp,blue\ngreen.gif,green\n')
-    csv = folder.examples(path=good_folder, image_size=8)
+    csv = folder.examples("all", path=good_folder, image_size=8)
     np.testing.assert_array_equal(csv["images"], jsonl["images"])
     assert csv["captions"] == jsonl["captions"]
 
@@ -317,7 +317,7 @@ def test_folder_problems_are_one_error_listing_every_offending_file(good_folder)
                                      '{"file": "broken.png", "caption": ',
                                      {"caption": "no file"}])
     with pytest.raises(FolderDataError) as info:
-        folder.examples(path=good_folder, image_size=8)
+        folder.examples("all", path=good_folder, image_size=8)
     message = str(info.value)
     assert message.startswith("7 problem(s)"), message
     for expected in ("notes.jpg: unreadable image", "cut.png: unreadable image", "orphan.png: no caption",
@@ -327,7 +327,7 @@ def test_folder_problems_are_one_error_listing_every_offending_file(good_folder)
     assert ".hidden" not in message
 
     with pytest.warns(UserWarning, match="skipped 7 problem"):
-        ex = folder.examples(path=good_folder, image_size=8, on_error="skip")
+        ex = folder.examples("all", path=good_folder, image_size=8, on_error="skip")
     assert ex["captions"] == ["a red square", "a grey picture", "blue", "green"]
 
 
@@ -358,3 +358,22 @@ def test_folder_with_nothing_usable(tmp_path):
     write_jsonl(tmp_path, [{"file": "x.png", "caption": "x"}])
     with pytest.warns(UserWarning, match="skipped 1"), pytest.raises(FolderDataError, match="no usable"):
         folder.examples(path=tmp_path, on_error="skip")
+
+
+def test_folder_splits_are_disjoint_complete_and_stable(tmp_path):
+    rows = []
+    for i in range(60):
+        save(tmp_path / f"{i}.png", np.full((4, 4, 3), i, np.uint8))
+        rows.append({"file": f"{i}.png", "caption": f"image {i}"})
+    write_jsonl(tmp_path, rows)
+    train, test = (set(folder.examples(split, path=tmp_path, image_size=4)["captions"]) for split in ("train", "test"))
+    assert not train & test and train | test == {r["caption"] for r in rows}
+    assert 1 <= len(test) <= 15  # about test_fraction = 10% of 60
+    save(tmp_path / "new.png", np.zeros((4, 4, 3), np.uint8))
+    write_jsonl(tmp_path, [{"file": "new.png", "caption": "new"}, *rows[::-1]])
+    test_after = set(folder.examples("test", path=tmp_path, image_size=4)["captions"]) - {"new"}
+    assert test_after == test  # adding a file and reordering moves no other file between splits
+    with pytest.raises(FolderDataError, match="split='all'"):
+        folder.examples("test", path=tmp_path, image_size=4, test_fraction=0.0)
+    with pytest.raises(ValueError, match="splits 'train', 'test' and 'all'"):
+        folder.examples("holdout", path=tmp_path)

@@ -5,6 +5,8 @@ The folder holds image files (any format and mode PIL reads, in subfolders too) 
 - `captions.csv`: a header row with columns `file` and `caption`, then one row per example.
 `file` is relative to the folder; a file may be listed on several lines (one example per line).
 Images become RGB (transparency over black), centre-cropped and resized to S x S.
+Splits: `test` holds the files whose name hashes (crc32) into the first `test_fraction` (default 0.1)
+of the hash range, `train` the others, `all` every file; so a file keeps its split when others are added.
 
 Every problem (a malformed line, a listed file that is missing or unreadable, an image without a
 caption) is collected and reported in ONE `FolderDataError` that lists the offending files; with
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +92,7 @@ def read_captions(folder: Path) -> tuple[str, list[tuple[int, str, str]], list[s
         elif not isinstance(caption, str) or not caption.strip():
             problems.append(f"{file}: empty or missing caption ({name} line {number})")
         else:
-            good.append((number, file.strip(), " ".join(caption.split())))
+            good.append((number, Path(file.strip()).as_posix(), " ".join(caption.split())))
     return name, good, problems
 
 
@@ -99,6 +102,11 @@ def _image_files(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def split_of(file: str, test_fraction: float) -> str:
+    """'test' if crc32(file) / 2^32 < test_fraction, else 'train': stable, independent of the other files."""
+    return "test" if zlib.crc32(file.encode("utf-8")) < test_fraction * 2**32 else "train"
+
+
 def load_image(path: Path, size: int) -> np.ndarray:
     """One image file -> uint8 (size, size, 3): EXIF rotation applied, RGB, centre-cropped, resized."""
     with Image.open(path) as image:
@@ -106,16 +114,18 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
 
 def examples(split: str = "train", n: int | None = None, image_size: int = 32, seed: int = 0, *,
-             path: str | Path, on_error: str = "raise") -> dict[str, Any]:
-    """The first n examples (all if None) of the folder, in captions-file order: images, captions.
+             path: str | Path, on_error: str = "raise", test_fraction: float = 0.1) -> dict[str, Any]:
+    """The first n examples (all if None) of `split` ('train', 'test' or 'all'), in captions-file order.
 
-    The folder is one data set: its only split is 'train'. `seed` is unused (nothing is random).
+    Returns images uint8 (n, S, S, 3) and captions. `seed` is unused (nothing here is random).
     """
     size = check_image_size(image_size)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-    if split != "train":
-        raise ValueError(f"a folder of images has a single split, 'train'; got {split!r}")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"a folder of images has splits 'train', 'test' and 'all'; got {split!r}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction!r}")
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FolderDataError(f"the image folder {folder} does not exist or is not a directory")
@@ -123,6 +133,8 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
     captioned = {(folder / file).resolve() for _, file, _ in entries}
     problems += [f"{p.relative_to(folder).as_posix()}: no caption in {name}"
                  for p in _image_files(folder) if p.resolve() not in captioned]
+    if split != "all":
+        entries = [e for e in entries if split_of(e[1], test_fraction) == split]
     decoded: dict[str, np.ndarray | None] = {}  # file -> image, None if unusable (reported once)
     images, captions = [], []
     for number, file, caption in entries:
@@ -146,5 +158,6 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
         warnings.warn(f"image folder {folder}: skipped {len(problems)} problem(s), e.g. {problems[0]}; "
                       f"using {len(images)} examples", stacklevel=2)
     if not images:
-        raise FolderDataError(f"the image folder {folder} has no usable captioned images")
+        raise FolderDataError(f"the image folder {folder} has no usable captioned images in its {split!r} split"
+                              f" (test_fraction={test_fraction}); try split='all'")
     return {"images": np.stack(images), "captions": captions}
