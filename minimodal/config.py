@@ -24,7 +24,7 @@ class TrainConfig:
     n_train: int = 20_000  # examples drawn from the source for training
     image_size: int = 32
     context_length: int = 24  # text tokens per caption, BOS and EOS included
-    vocab_size: int = 384  # of the BPE text tokenizer trained on the source's captions
+    vocab_size: int = 384  # upper bound of the BPE vocabulary (training stops early when nothing is left to merge)
     # optimisation (AdamW, linear warm-up then cosine decay, global-norm clipping)
     steps: int = 1000
     batch_size: int = 64
@@ -57,14 +57,17 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
                 raise ValueError(text)
             return text.lower() in ("1", "true", "yes", "on")
         if kind is int:
-            value = float(text)
-            if value != int(value):
-                raise ValueError(text)
-            return int(value)
+            try:
+                return int(text)
+            except ValueError:  # "1e4"
+                value = float(text)
+                if value != int(value):
+                    raise ValueError(text) from None
+                return int(value)
         if kind is tuple:
             return tuple(int(v) for v in text.strip("()").split(",") if v.strip())
         return kind(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"config key {key!r} expects {getattr(kind, '__name__', kind)}, got {text!r}") from None
 
 
@@ -106,6 +109,22 @@ def load(cls: type[C], path: str | Path) -> C:
     kwargs = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v
               for k, v in values.items() if k in known}
     return cls(**kwargs)
+
+
+def check_training_values(config: TrainConfig) -> None:
+    """Reject values the training loop cannot run with, naming the key."""
+    positive = ("steps", "batch_size", "n_train", "image_size", "context_length", "vocab_size", "log_every",
+                "checkpoint_every", "keep_checkpoints")
+    for key in positive:
+        if getattr(config, key) < 1:
+            raise ValueError(f"config key {key!r} must be at least 1, got {getattr(config, key)}")
+    for key in ("warmup_steps", "weight_decay", "eval_every", "sample_every"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"config key {key!r} must not be negative, got {getattr(config, key)}")
+    if not config.lr > 0 or not config.grad_clip > 0:
+        raise ValueError(f"lr and grad_clip must be positive, got lr={config.lr}, grad_clip={config.grad_clip}")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
 def incompatible_keys(old: Any, new: Any) -> list[str]:

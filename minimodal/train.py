@@ -211,6 +211,7 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
     workdir = Path(workdir)
     if not isinstance(config, family.config_class):
         raise TypeError(f"{family.name} needs a {family.config_class.__name__}, got {type(config).__name__}")
+    configlib.check_training_values(config)
     mesh = mesh_for(devices)
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "

@@ -43,3 +43,11 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, message):
 def test_option_values_are_typed():
     assert cli._options(["guidance=3", "top_p=0.9", "sampler=ddim", "top_k=none", "x=true"]) == {
         "guidance": 3, "top_p": 0.9, "sampler": "ddim", "top_k": None, "x": True}
+
+
+@pytest.mark.parametrize("assignment, message", [("batch_size=0", "'batch_size' must be at least 1"),
+                                                 ("lr=-1", "lr and grad_clip must be positive"),
+                                                 ("ema_decay=1", "ema_decay must be in [0, 1)")])
+def test_impossible_training_values_are_refused(tmp_path, capsys, assignment, message):
+    assert cli.main(["train", "toy", "--workdir", str(tmp_path / "w"), "--quiet", *TOY, assignment]) == 2
+    assert message in capsys.readouterr().err

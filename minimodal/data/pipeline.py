@@ -36,11 +36,13 @@ def check_examples(examples: dict[str, Any]) -> None:
     if "images" not in examples or "captions" not in examples:
         raise ValueError(f"examples need 'images' and 'captions'; got keys {sorted(examples)}")
     images = examples["images"]
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"examples['images'] must be a uint8 numpy array (N, H, W, 3), got {type(images).__name__}")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"examples['images'] must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
     n = len(examples["captions"])
     for key, value in examples.items():
-        if isinstance(value, np.ndarray) and value.shape[0] != n:
+        if isinstance(value, np.ndarray) and (value.ndim == 0 or value.shape[0] != n):
             raise ValueError(f"examples[{key!r}] has {value.shape[0]} rows but there are {n} captions")
 
 
@@ -55,6 +57,11 @@ class Batches:
                  seed: int = 0, sharding: Any = None):
         check_examples(examples)
         n = num_examples(examples)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if sharding is not None and batch_size % len(sharding.device_set):
+            raise ValueError(f"batch_size={batch_size} must be a multiple of the {len(sharding.device_set)} "
+                             "devices the batch is split over")
         if batch_size > n:
             raise ValueError(f"batch_size={batch_size} is larger than the data set ({n} examples)")
         self.batch_size, self.seed, self.sharding = batch_size, seed, sharding
@@ -85,8 +92,8 @@ class Batches:
             out = {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in out.items()}
         return out
 
-    def __iter__(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
-        return self.iterate(start_step)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iterate(0)
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
         step = start_step
