@@ -4,7 +4,8 @@ Legend: B batch, T text tokens, N patches, D encoder width, E joint embedding wi
 
     x_i = normalize(W_img · ImageEncoder(image_i)),   y_j = normalize(W_txt · TextEncoder(text_j))
     logits_ij = s · x_i · y_j,   s = exp(log_s) clamped at 100, started at 1/0.07
-    InfoNCE:  L = ½ [ -1/B Σ_i Σ_j R_ij log softmax_j(logits_ij) - 1/B Σ_j Σ_i C_ij log softmax_i(logits_ij) ]
+    InfoNCE:  L = ½ [ -1/B Σ_i Σ_j R_ij log softmax_j(logits_ij)
+                     - 1/B Σ_j Σ_i C_ij log softmax_i(logits_ij) ]
               over the global batch, with M_ij = 1 where caption j is a true description of image i,
               R = M / row sums, C = M / column sums (the target mass is shared by every true pair)
     SigLIP:   L = -1/B Σ_ij log σ(z_ij (s · x_i · y_j + b)),  z_ij = +1 where M_ij = 1, else -1
@@ -69,7 +70,7 @@ class Config(TrainConfig):
     embed_dim: int = 64
     loss: str = "infonce"  # "infonce" or "siglip"
     targets: str = "attributes"  # which pairs are positives: "identity", "captions" or "attributes"
-    partial_captions: float = 0.25  # with "attributes": fraction of captions that name only colour or only shape
+    partial_captions: float = 0.25  # with "attributes": share of captions naming only colour or only shape
 
     def __post_init__(self):
         if self.encoder not in ("vit", "conv"):
@@ -138,7 +139,8 @@ class ConvEncoder(nnx.Module):
         widths = (dim // 4, dim // 2, dim)
         self.stem = nnx.Conv(3, widths[0], (3, 3), rngs=rngs)
         self.stages = nnx.List([nnx.List([ResBlock(w, rngs=rngs) for _ in range(depth)]) for w in widths])
-        self.downs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs) for a, b in zip(widths, widths[1:])])
+        self.downs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs)
+                               for a, b in zip(widths, widths[1:])])
         self.norm = nnx.GroupNorm(dim, num_groups=min(8, dim), rngs=rngs)
 
     def __call__(self, images_BHWC: jax.Array) -> jax.Array:
@@ -169,7 +171,8 @@ class TextEncoder(nnx.Module):
     def __call__(self, tokens_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
         B, T = tokens_BT.shape
         if T > self.context_length:
-            raise ValueError(f"got {T} tokens per text; this TextEncoder was built for at most {self.context_length}")
+            raise ValueError(f"got {T} tokens per text; this TextEncoder was built for at most "
+                             f"{self.context_length}")
         x_BTD = self.token_VD[...][tokens_BT] + self.pos_TD[...][:T]
         features_BTD = self.transformer(x_BTD, mask=causal_mask(T))
         eos_B = jnp.argmax(tokens_BT == self.eos_id, axis=1)  # first EOS (0 if a row has none)
@@ -182,7 +185,8 @@ class CLIP(nnx.Module):
     def __init__(self, config: Config, vocab_size: int, *, eos_id: int = 2, rngs: nnx.Rngs):
         c = config
         if c.encoder == "vit":
-            self.image_encoder = ViT(c.image_size, c.patch, c.image_width, c.image_depth, c.image_heads, rngs=rngs)
+            self.image_encoder = ViT(c.image_size, c.patch, c.image_width, c.image_depth, c.image_heads,
+                                     rngs=rngs)
         else:
             self.image_encoder = ConvEncoder(c.image_width, c.image_depth, rngs=rngs)
         self.text_encoder = TextEncoder(vocab_size, c.context_length, c.text_width, c.text_depth, c.text_heads,
@@ -190,8 +194,9 @@ class CLIP(nnx.Module):
         self.image_proj = nnx.Linear(c.image_width, c.embed_dim, use_bias=False, rngs=rngs)
         self.text_proj = nnx.Linear(c.text_width, c.embed_dim, use_bias=False, rngs=rngs)
         # CLIP starts s at 1/0.07; SigLIP starts s at 10 with bias b = -10 (most pairs are negatives)
-        self.log_scale = nnx.Param(jnp.asarray(math.log(10.0 if c.loss == "siglip" else 1 / 0.07)))
-        self.bias = nnx.Param(jnp.asarray(-10.0)) if c.loss == "siglip" else None
+        log_scale = math.log(10.0 if c.loss == "siglip" else 1 / 0.07)
+        self.log_scale = nnx.Param(jnp.asarray(log_scale, jnp.float32))  # strong float32: no recompiles
+        self.bias = nnx.Param(jnp.asarray(-10.0, jnp.float32)) if c.loss == "siglip" else None
         self.loss_kind, self.targets = c.loss, c.targets
 
     def scale(self) -> jax.Array:
@@ -258,7 +263,8 @@ def loss_fn(model: CLIP, batch: dict[str, Any], rng: jax.Array) -> tuple[jax.Arr
     image_BE, text_BE = model.encode_images(batch["images"]), model.encode_texts(batch["tokens"])
     positives_BB = positives(batch, model.targets)
     bias = model.bias[...] if model.bias is not None else None
-    loss, logits_BB = contrastive_loss(image_BE, text_BE, positives_BB, model.scale(), bias, kind=model.loss_kind)
+    loss, logits_BB = contrastive_loss(image_BE, text_BE, positives_BB, model.scale(), bias,
+                                       kind=model.loss_kind)
     # in-batch accuracy: each image's best-scoring caption describes it truly
     best_B = jnp.argmax(logits_BB, axis=1)
     hit_B = jnp.take_along_axis(positives(batch), best_B[:, None], axis=1)[:, 0] > 0
@@ -278,10 +284,11 @@ def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: A
 
     keys = ("color", "shape", "size", "position")
     vocab = (list(shapes.COLORS), shapes.SHAPES, ("small", "large"), shapes.POSITIONS)
-    words = (list(shapes.COLORS), shapes.SHAPES, ("small", "large"), [shapes.PHRASES[p] for p in shapes.POSITIONS])
+    words = (*vocab[:3], [shapes.PHRASES[p] for p in shapes.POSITIONS])  # as the captions say them
     image_NA = np.array([[v.index(o[0][k]) for v, k in zip(vocab, keys)] for o in objects], np.int32)
     rng = np.random.default_rng([config.seed, 2])
-    partial_N = np.where(rng.random(len(objects)) < config.partial_captions, rng.integers(0, 2, len(objects)), -1)
+    n = len(objects)
+    partial_N = np.where(rng.random(n) < config.partial_captions, rng.integers(0, 2, n), -1)  # drop 0/1/none
     captions, caption_NA = [], np.empty_like(image_NA)
     for n, (row, caption, drop) in enumerate(zip(image_NA, examples["captions"], partial_N)):
         if drop == 0:  # "a large red circle" -> "a large circle"
@@ -302,8 +309,29 @@ def evaluate(model: CLIP, config: Config, tokenizer: Any, workdir: Any = None) -
     return evaluate_pipeline(ClipPipeline(model, config, tokenizer, workdir))
 
 
-FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, evaluate=evaluate, pipeline=ClipPipeline)
+GRID_QUERIES = ("a red circle", "a blue square", "a green triangle", "a yellow cross", "a white square",
+                "a red triangle")  # the last one is a held-out pair
 
-__all__ = ["CLIP", "FAMILY", "PRESETS", "ClipPipeline", "Config", "ConvEncoder", "TextEncoder", "ViT",
-           "contrastive_loss", "infonce_loss", "positives", "prepare", "linear_probe", "retrieval_recall", "search",
+
+def sample_grid(model: CLIP, config: Config, tokenizer: Any, rng: jax.Array, workdir=None) -> np.ndarray:
+    """Search results as the trainer's sample grid: one row per query in GRID_QUERIES, its 7 best matches
+    among 500 fresh images (shapes: train and holdout splits; other sources: their training images)."""
+    from minimodal.data import load_examples, shapes
+
+    seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+    if config.data == "shapes":
+        pool = np.concatenate([shapes.generate(n, config.image_size, seed=seed, split=split)["images"]
+                               for n, split in ((400, "train"), (100, "holdout"))])
+    else:
+        pool = load_examples(config.data, "train", 500, config.image_size, seed)["images"]
+    pipeline = ClipPipeline(model, config, tokenizer)
+    return np.stack([m["image"] for q in GRID_QUERIES for m in search(pipeline, pool, q, k=7)])  # 6 x 7
+
+
+FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, sample_grid=sample_grid,
+                evaluate=evaluate, pipeline=ClipPipeline)
+
+__all__ = ["CLIP", "FAMILY", "GRID_QUERIES", "PRESETS", "ClipPipeline", "Config", "ConvEncoder", "TextEncoder",
+           "ViT", "contrastive_loss", "infonce_loss", "positives", "prepare", "linear_probe", "retrieval_recall",
+           "search",
            "siglip_loss", "zero_shot"]

@@ -66,8 +66,8 @@ class ClipPipeline:
         """uint8 (N, H, W, 3) -> (N, E); other sizes are centre-cropped and resized to `image_size`."""
         images = np.asarray(images_uint8)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"embed_images expects uint8 images (N, H, W, 3), got {images.dtype} {images.shape}"
-                             " (one image? pass images[None])")
+            raise ValueError(f"embed_images expects uint8 images (N, H, W, 3), got {images.dtype} "
+                             f"{images.shape} (one image? pass images[None])")
         size = self.config.image_size
         if images.shape[1:3] != (size, size):
             images = center_crop_resize_batch(images, size)
@@ -90,7 +90,8 @@ class ClipPipeline:
         return search(self, images, query, k)
 
 
-def class_embeddings(pipeline: ClipPipeline, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+def class_embeddings(pipeline: ClipPipeline, class_names: Sequence[str],
+                     templates: Sequence[str]) -> np.ndarray:
     """w_c = normalize(mean_p embed_text(template_p.format(class_c))): (C, E)."""
     texts = [t.format(name) for name in class_names for t in templates]
     emb_CPE = pipeline.embed_texts(texts).reshape(len(class_names), len(templates), -1)
@@ -134,7 +135,8 @@ def retrieval_recall(image_NE: np.ndarray, text_ME: np.ndarray, image_keys: Sequ
     relevant_NM = image_keys[:, None] == text_keys[None, :]
     sim_NM = np.asarray(image_NE) @ np.asarray(text_ME).T
     out = {}
-    for name, sim, rel in (("image_to_text", sim_NM, relevant_NM), ("text_to_image", sim_NM.T, relevant_NM.T)):
+    directions = (("image_to_text", sim_NM, relevant_NM), ("text_to_image", sim_NM.T, relevant_NM.T))
+    for name, sim, rel in directions:
         order = np.argsort(-sim, axis=1, kind="stable")
         hits = np.take_along_axis(rel, order, axis=1)  # hits[q, r]: the r-th best match is relevant
         for k in ks:
@@ -162,7 +164,8 @@ def image_folder(path: str | Path, image_size: int) -> tuple[np.ndarray, list[st
     return np.stack(images), names
 
 
-def search(pipeline: ClipPipeline, images: np.ndarray | str | Path, query: str, k: int = 8) -> list[dict[str, Any]]:
+def search(pipeline: ClipPipeline, images: np.ndarray | str | Path, query: str,
+           k: int = 8) -> list[dict[str, Any]]:
     """Text-based image search over uint8 images (N, H, W, 3) or a folder of image files.
 
     Returns the k best matches, best first, as dicts: `index` (into the images / sorted files),

@@ -165,6 +165,8 @@ def test_global_batch_loss_is_the_same_on_many_devices():
 def test_temperature_starts_at_one_over_0_07_and_is_clamped_at_100():
     model = clip.build(clip.PRESETS["tiny"], TOKENIZER, nnx.Rngs(0))
     np.testing.assert_allclose(model.scale(), 1 / 0.07, rtol=1e-6)
+    # no weakly typed parameters: the trainer's jitted step would compile twice (its output is strong)
+    assert not any(p.weak_type for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     model.log_scale[...] = jnp.asarray(10.0)
     np.testing.assert_allclose(model.scale(), 100.0, rtol=1e-6)
     siglip = clip.build(clip.Config(loss="siglip", **_tiny_kwargs()), TOKENIZER, nnx.Rngs(0))
@@ -361,3 +363,39 @@ def test_pipeline_embeds_in_batches_and_validates_input():
         pipe.embed_images(ex["images"][0])
     with pytest.raises(TypeError, match="list"):
         pipe.embed_texts("a red circle")
+
+
+# ----------------------------------------------------------------------------- through the trainer
+
+
+def test_fit_load_and_evaluate_a_tiny_run(tmp_path):
+    import minimodal
+    from minimodal import train
+    from minimodal.clip_tasks import evaluate_pipeline
+
+    config = clip.Config(**{**_tiny_kwargs(), "steps": 3, "batch_size": 16, "n_train": 64, "log_every": 1,
+                            "warmup_steps": 1})
+    trained = train.fit(clip.FAMILY, config, tmp_path, progress=False)
+    rows = train.read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    grid = sorted((tmp_path / "samples").glob("*.png"))
+    assert len(grid) == 1  # the search-results grid: 6 queries x 7 matches
+    pipe = minimodal.load(tmp_path)
+    assert isinstance(pipe, ClipPipeline)
+    ex = shapes.generate(4, seed=9)
+    np.testing.assert_allclose(pipe.embed_images(ex["images"]),
+                               ClipPipeline(trained.model, config, trained.tokenizer).embed_images(ex["images"]),
+                               rtol=1e-5, atol=1e-6)
+    metrics = evaluate_pipeline(pipe, n=48)
+    assert {"zero_shot_accuracy", "zero_shot_accuracy_holdout", "temperature",
+            "text_to_image_recall@10", "image_to_text_recall@1"} <= set(metrics)
+    assert metrics["temperature"] == pytest.approx(1 / pipe.scale)
+
+
+@pytest.mark.slow
+def test_default_config_reaches_the_zero_shot_target(tmp_path):
+    from minimodal import train
+
+    trained = train.fit(clip.FAMILY, clip.Config(), tmp_path, progress=False)
+    metrics = clip.evaluate(trained.model, trained.config, trained.tokenizer)
+    assert metrics["zero_shot_accuracy"] >= 0.95

@@ -15,7 +15,10 @@ def naive_attention(attn: Attention, x, context=None, mask=None):
     """softmax(Q Kᵀ / √K) V per head in float64 numpy, from the layer's own weights."""
     x = np.asarray(x, np.float64)
     H, K = attn.num_heads, attn.head_dim
-    dense = lambda layer, z: z @ np.asarray(layer.kernel[...], np.float64) + np.asarray(layer.bias[...])  # noqa: E731
+
+    def dense(layer, z):
+        return z @ np.asarray(layer.kernel[...], np.float64) + np.asarray(layer.bias[...])
+
     if context is None:
         q, k, v = np.split(dense(attn.qkv, x), 3, axis=-1)
     else:

@@ -26,5 +26,6 @@ class PatchEmbed(nnx.Module):
             raise ValueError(f"PatchEmbed(patch={P}, in_ch={self.in_ch}) needs (B, H, W, {self.in_ch}) with "
                              f"H and W divisible by {P}; got {x_BHWC.shape}")
         patches_BhPwPC = x_BHWC.reshape(B, H // P, P, W // P, P, C)
-        patches_BNX = jnp.transpose(patches_BhPwPC, (0, 1, 3, 2, 4, 5)).reshape(B, (H // P) * (W // P), P * P * C)
+        patches_BhwPPC = jnp.transpose(patches_BhPwPC, (0, 1, 3, 2, 4, 5))
+        patches_BNX = patches_BhwPPC.reshape(B, (H // P) * (W // P), P * P * C)
         return self.proj(patches_BNX)  # (B, N, D)

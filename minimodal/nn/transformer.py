@@ -48,7 +48,8 @@ class Block(nnx.Module):
             # x ← x + CrossAttn(LN(x), context)
             x_BTD = x_BTD + self.cross(self.ln_cross(x_BTD), context_BSD=context_BSD, mask=context_mask)
         elif context_BSD is not None:
-            raise ValueError("got context_BSD but this Block has no cross-attention (build it with cross_dim)")
+            raise ValueError("got context_BSD but this Block has no cross-attention "
+                             "(build it with cross_dim)")
         # x ← x + W₂ GELU(W₁ LN(x))
         return x_BTD + self.fc2(jax.nn.gelu(self.fc1(self.ln_mlp(x_BTD))))
 
@@ -65,7 +66,8 @@ class Block(nnx.Module):
         v_BLHK = jax.lax.dynamic_update_slice(cache["v"], v_BTHK.astype(cache["v"].dtype), (0, pos, 0, 0))
         T, L = x_BTD.shape[1], k_BLHK.shape[1]
         mask_TL = (pos + jnp.arange(T))[:, None] >= jnp.arange(L)[None, :]  # key s <= query pos + t
-        y_BTHK = dot_product_attention(q_BTHK, k_BLHK.astype(q_BTHK.dtype), v_BLHK.astype(q_BTHK.dtype), mask_TL)
+        dtype = q_BTHK.dtype
+        y_BTHK = dot_product_attention(q_BTHK, k_BLHK.astype(dtype), v_BLHK.astype(dtype), mask_TL)
         x_BTD = x_BTD + self.attn.merge(y_BTHK)
         return self._cross_and_mlp(x_BTD, context_BSD, context_mask), {"k": k_BLHK, "v": v_BLHK}
 
