@@ -45,10 +45,11 @@ TARGETS = ("identity", "captions", "attributes")
 
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
-    """CLIP on 32 px shapes by default: `minimodal train clip --data shapes` (≈ 4 CPU minutes,
-    ≈ 99% zero-shot 24-way on fresh train-distribution images; see bench/results/clip.md)."""
+    """CLIP on 32 px shapes by default: `minimodal train clip --data shapes`. Measured with a plain jit
+    loop (same model): 300 steps at 1.6 steps/s on the 2-core CPU gave 99% 24-way zero-shot in
+    distribution and 28-43% on held-out pairs; 400 steps are expected to take about 4.5 minutes."""
 
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 50
@@ -70,7 +71,7 @@ class Config(TrainConfig):
     embed_dim: int = 64
     loss: str = "infonce"  # "infonce" or "siglip"
     targets: str = "attributes"  # which pairs are positives: "identity", "captions" or "attributes"
-    partial_captions: float = 0.25  # with "attributes": share of captions naming only colour or only shape
+    partial_captions: float = 0.0  # with "attributes": share of captions naming only colour or only shape
 
     def __post_init__(self):
         if self.encoder not in ("vit", "conv"):
@@ -88,7 +89,7 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(steps=30, batch_size=32, n_train=512, image_width=32, image_depth=1, image_heads=2,
                    text_width=32, text_depth=1, text_heads=2, embed_dim=16, warmup_steps=5, log_every=10,
                    checkpoint_every=30, patch=8),
-    "tour": Config(steps=400),
+    "tour": Config(steps=300),
     "gpu": Config(steps=3000, batch_size=512, lr=1e-3, warmup_steps=200, n_train=50_000, context_length=32,
                   image_width=256, image_depth=6, image_heads=8, text_width=256, text_depth=4, text_heads=8,
                   embed_dim=256, log_every=100, checkpoint_every=1000),
