@@ -38,8 +38,8 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    eval_every: int = 0  # 0 = evaluate at the end only
-    sample_every: int = 0  # 0 = sample grid at the end only
+    eval_every: int = 0  # 0 = no evaluation during training (`minimodal eval` runs it)
+    sample_every: int = 0  # 0 = one sample grid at the end only
 
 
 # Keys that may change between a run and its resumption; any other change is an incompatible config.

@@ -143,6 +143,8 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig):
     """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    strong = lambda tree: jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), tree)  # noqa: E731
+    params, rest = strong(params), strong(rest)  # weakly typed leaves would make the step compile twice
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
              "opt_state": tx.init(params), "bad_step": jnp.full((), -1, jnp.int32)}
     if config.ema_decay > 0:
