@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
 
     tx = train.make_optimizer(config)
     graphdef, state = train._initial_state(model, tx, config)
-    step = jax.jit(train.make_train_step(ddpm.FAMILY, graphdef, tx, config), donate_argnums=0)
+    step = jax.jit(train.make_train_step(ddpm.FAMILY, graphdef, tx, config))  # no donation: `model` samples later
     batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed)
     batch = batches.batch(0)
     n_steps = 10
