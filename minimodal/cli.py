@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from minimodal import config as configlib
 
 
@@ -96,6 +98,12 @@ def cmd_sample(args) -> int:
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images = pipeline.generate(prompts, seed=args.seed, **_options(args.options))
     out = Path(args.out or Path(args.workdir) / "samples" / "sample.png")
+    if isinstance(images, tuple):  # (images, trajectory (S, N, H, W, 3)) with return_trajectory=true
+        images, film = images
+        film = np.asarray(film)[np.linspace(0, len(film) - 1, 10).round().astype(int)]  # 10 frames
+        strip = out.with_name(out.stem + "_trajectory.png")
+        save_grid(film.transpose(1, 0, 2, 3, 4).reshape(-1, *film.shape[2:]), strip, ncols=len(film))
+        print(f"wrote the denoising trajectory (rows: images, columns: noise -> image) to {strip}")
     save_grid(images, out, ncols=args.n)
     print(f"wrote {len(images)} images for {len(args.prompt)} prompt(s) to {out}")
     return 0
@@ -111,7 +119,7 @@ def cmd_search(args) -> int:
     for rank, match in enumerate(matches, 1):
         print(f"{rank:2d}. {match['score']:.3f}  {match['name']}")
     if args.out:
-        save_grid(__import__("numpy").stack([m["image"] for m in matches]), args.out)
+        save_grid(np.stack([m["image"] for m in matches]), args.out)
         print(f"wrote the top {len(matches)} matches to {args.out}")
     return 0
 

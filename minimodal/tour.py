@@ -118,8 +118,6 @@ def _similarity_heatmap(clip: Any, out: Path) -> None:
     ax.imshow(sim_NN, cmap="viridis")
     ax.set_xticks(range(8), ex["captions"], rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(8), [f"image {i}" for i in range(8)], fontsize=7)
-    for i in range(8):
-        ax.text(-1.6, i, "", fontsize=6)
     ax.set_title("CLIP: cosine similarity of images (rows) and captions (columns)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -180,7 +178,8 @@ def write_report(workdir: Path, results: dict[str, Any]) -> Path:
     figures = "".join(f'<figure><img src="{src}"><figcaption>{html.escape(cap)}</figcaption></figure>'
                       for src, cap in pictures if (workdir / src).exists())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>minimodal tour</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
 img{{image-rendering:pixelated;max-width:100%}}figure{{display:inline-block;margin:1em}}</style></head><body>
 <h1>minimodal tour ({html.escape(results.get('preset', ''))} preset)</h1>
 <p>Everything below was trained from scratch on the procedural <code>shapes</code> data on this machine, and graded
