@@ -153,8 +153,9 @@ def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: 
 
 
 def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformation, config: TrainConfig):
-    """The pure step: (state, batch) -> (state, metrics). Non-finite losses leave the weights untouched
-    and record the first bad step in `state["bad_step"]`, so no host sync is needed to detect them."""
+    """The pure step: (state, batch) -> (state, metrics). A non-finite loss or gradient records its step in
+    `state["bad_step"]` (a scalar: no host sync per step, no select over the weights); the loop checks it
+    at every log and before every checkpoint, so only finite states are ever saved."""
     base_key = jax.random.key(config.seed)
 
     def step_fn(state, batch):
@@ -170,14 +171,12 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        updated = {**state, "step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = {**state, "step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state,
+               "bad_step": jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], state["step"])}
         if "ema" in state:  # ema <- d * ema + (1 - d) * params
             d = config.ema_decay
-            updated["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
-        first_bad = jnp.where(state["bad_step"] >= 0, state["bad_step"], state["step"])
-        rejected = {**state, "step": state["step"] + 1, "bad_step": first_bad}
-        # a branch, not a select over every array: the common (finite) path copies nothing
-        new = jax.lax.cond(jnp.isfinite(loss) & jnp.isfinite(grad_norm), lambda: updated, lambda: rejected)
+            new["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
         return new, {"loss": loss, "grad_norm": grad_norm, **metrics}
 
     return step_fn
