@@ -11,7 +11,6 @@ Prints a markdown table; the recorded results are in bench/results/dalle.md.
 from __future__ import annotations
 
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,21 +19,11 @@ from flax import nnx
 
 from minimodal import dalle, vqvae
 from minimodal.config import override
+from timing import best_of  # bench/timing.py (scripts run as python bench/...)
 
 
 class _TextVocab:
     vocab_size = 384
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    """Seconds of the fastest of `repeats` calls (after one warm-up call that compiles)."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def train_steps_per_sec(family_loss, model, batch, steps: int = 10) -> float:

@@ -11,7 +11,6 @@ are in bench/results/ddpm.md.
 from __future__ import annotations
 
 import sys
-import time
 
 import jax
 import numpy as np
@@ -21,17 +20,7 @@ from minimodal import ddpm, train
 from minimodal.config import override
 from minimodal.data import Batches, load_examples
 from minimodal.tokenizer import Tokenizer
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    """Seconds of the fastest of `repeats` calls, after one warm-up call that compiles."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best_of  # bench/timing.py (scripts run as python bench/...)
 
 
 def main(argv: list[str]) -> None:
