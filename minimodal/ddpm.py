@@ -6,9 +6,10 @@
             then an ancestral step (all T) or a DDIM step (any sub-sequence), in one compiled `lax.scan`.
 
 The maths of the schedule, targets and samplers lives in `minimodal.diffusion`; the network in
-`minimodal.nn.unet`. Text: a small transformer encoder over the shared tokenizer's ids gives token
-features (cross-attended at the U-Net's low resolutions) and a pooled vector (added to the timestep
-embedding). `conditional=False` trains an unconditional model (e.g. on `digits`).
+`minimodal.nn.unet`. Text: CLIP's text encoder (a causal transformer over the shared tokenizer's ids,
+learned from scratch, or started from a trained CLIP's with `text_from_clip=DIR`) gives token features
+(cross-attended at the U-Net's attended levels) and the pooled EOS vector (added to the timestep embedding).
+`conditional=False` trains an unconditional model (e.g. on `digits`).
 
 Legend: B batch, T text tokens, D text width, V vocabulary, H W image side, C channels.
 
@@ -30,9 +31,9 @@ import numpy as np
 from flax import nnx
 
 from minimodal import diffusion
+from minimodal.clip import TextEncoder
 from minimodal.config import TrainConfig
 from minimodal.data import denormalize_images, load_examples
-from minimodal.nn.transformer import Transformer
 from minimodal.nn.unet import UNet
 from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from minimodal.train import Family
@@ -60,11 +61,14 @@ class Config(TrainConfig):
     conditional: bool = True  # False: an unconditional model; prompts are ignored
     text_dim: int = 64
     text_depth: int = 2
+    text_heads: int = 2
+    text_from_clip: str = ""  # a trained CLIP's work directory: start from its text encoder (then fine-tune it)
     cond_drop: float = 0.1  # P(caption -> empty caption) in training, for classifier-free guidance
     # diffusion
     schedule: str = "cosine"
     diffusion_steps: int = 500  # T
     prediction: str = "eps"  # "eps" or "v"
+    min_snr_gamma: float = 0.0  # > 0: weight the loss by min(SNR_t, γ) (Hang et al. 2023); 0: L_simple
     # sampling and evaluation defaults
     sampler: str = "ddim"
     sample_steps: int = 50
@@ -75,11 +79,11 @@ class Config(TrainConfig):
 PRESETS: dict[str, Config] = {
     "default": Config(),
     "tiny": Config(n_train=256, steps=20, batch_size=8, channels=(16, 32), num_heads=2, text_dim=16,
-                   text_depth=1, diffusion_steps=50, sample_steps=5, warmup_steps=2, log_every=5,
+                   text_depth=1, text_heads=1, diffusion_steps=50, sample_steps=5, warmup_steps=2, log_every=5,
                    checkpoint_every=10, eval_prompts=8, image_size=16),
     "tour": Config(steps=1000, eval_prompts=60),
     "gpu": Config(steps=20_000, batch_size=256, lr=1e-3, channels=(128, 256), num_res_blocks=2,
-                  attention_levels=(1,), text_dim=128, diffusion_steps=1000, ema_decay=0.9995,
+                  attention_levels=(1,), text_dim=128, text_heads=4, diffusion_steps=1000, ema_decay=0.9995,
                   eval_prompts=1000),
 }
 
@@ -91,34 +95,13 @@ def null_tokens(batch: int, context_length: int) -> np.ndarray:
     return tokens_BT
 
 
-class TextEncoder(nnx.Module):
-    """Token + position embeddings -> bidirectional transformer over the non-PAD tokens.
-
-    Returns (features_BTD, pooled_BD), pooled = the feature at EOS (the last non-PAD position).
-    """
-
-    def __init__(self, vocab_size: int, context_length: int, dim: int, depth: int, num_heads: int, *,
-                 rngs: nnx.Rngs):
-        self.embed = nnx.Embed(vocab_size, dim, rngs=rngs)
-        self.pos_TD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (context_length, dim)))
-        self.transformer = Transformer(dim, depth, num_heads, rngs=rngs)
-
-    def __call__(self, tokens_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
-        keep_BT = tokens_BT != PAD_ID
-        x_BTD = self.embed(tokens_BT) + self.pos_TD[None, : tokens_BT.shape[1]]
-        features_BTD = self.transformer(x_BTD, mask=keep_BT[:, None, None, :])
-        eos_B = keep_BT.sum(-1) - 1
-        return features_BTD, features_BTD[jnp.arange(tokens_BT.shape[0]), eos_B]
-
-
 class DDPM(nnx.Module):
     """f_θ(x_t, t, tokens) -> ε̂ or v̂ (B, H, W, C); holds its config (static), no RNG state."""
 
     def __init__(self, config: Config, vocab_size: int, rngs: nnx.Rngs):
         self.config = config
-        text_heads = max(1, config.text_dim // 32)
         self.text = TextEncoder(vocab_size, config.context_length, config.text_dim, config.text_depth,
-                                text_heads, rngs=rngs) if config.conditional else None
+                                config.text_heads, eos_id=EOS_ID, rngs=rngs) if config.conditional else None
         width = config.text_dim if config.conditional else None
         self.unet = UNet(channels=config.channels, num_res_blocks=config.num_res_blocks,
                          attention_levels=config.attention_levels, num_heads=config.num_heads,
@@ -138,6 +121,8 @@ def check_config(config: Config) -> None:
         raise ValueError(f"prediction={config.prediction!r}; choose one of {diffusion.PREDICTIONS}")
     if config.sampler not in SAMPLERS:
         raise ValueError(f"sampler={config.sampler!r}; choose one of {SAMPLERS}")
+    if config.min_snr_gamma < 0:
+        raise ValueError(f"min_snr_gamma must be > 0 (or 0 for the unweighted loss), got {config.min_snr_gamma}")
     if not 0.0 <= config.cond_drop <= 1.0:
         raise ValueError(f"cond_drop must be a probability, got {config.cond_drop}")
     side = config.patch * 2 ** (len(config.channels) - 1)
@@ -154,6 +139,28 @@ def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> DDPM:
     return DDPM(config, tokenizer.vocab_size, rngs)
 
 
+def warm_start(model: DDPM, config: Config, tokenizer: Any) -> None:
+    """With `text_from_clip`, copy that trained CLIP's text encoder into the fresh model (DALL-E 2's idea:
+    condition the generator on a text embedding already aligned with images)."""
+    if not config.text_from_clip or model.text is None:
+        return
+    from minimodal.train import load_model
+
+    family, clip_model, clip_config, clip_tokenizer = load_model(config.text_from_clip)
+    if family.name != "clip":
+        raise ValueError(f"text_from_clip={config.text_from_clip!r} holds a {family.name!r} model, not CLIP")
+    if clip_tokenizer.merges != tokenizer.merges:
+        raise ValueError(f"the CLIP in {config.text_from_clip!r} uses another tokenizer: train the DDPM on the "
+                         "same data, n_train, seed and vocab_size as that CLIP")
+    wanted = dict(context_length=clip_config.context_length, text_dim=clip_config.text_width,
+                  text_depth=clip_config.text_depth, text_heads=clip_config.text_heads)
+    mismatched = {k: v for k, v in wanted.items() if getattr(config, k) != v}
+    if mismatched:
+        raise ValueError(f"the text encoder of {config.text_from_clip!r} needs "
+                         + " ".join(f"{k}={v}" for k, v in mismatched.items()))
+    nnx.update(model.text, nnx.state(clip_model.text_encoder))
+
+
 def loss_fn(model: DDPM, batch: dict[str, jax.Array], rng: jax.Array):
     """L_simple with uniform t; captions dropped to ∅ with probability `cond_drop` (conditional models)."""
     config = model.config
@@ -165,7 +172,7 @@ def loss_fn(model: DDPM, batch: dict[str, jax.Array], rng: jax.Array):
         drop_B = jax.random.bernoulli(drop_key, config.cond_drop, (B,))
         tokens_BT = jnp.where(drop_B[:, None], jnp.asarray(null_tokens(1, T)), batch["tokens"])
     loss = diffusion.simple_loss(schedule(config), config.prediction, lambda x, t: model(x, t, tokens_BT),
-                                 x0_BHWC, loss_key)
+                                 x0_BHWC, loss_key, min_snr_gamma=config.min_snr_gamma or None)
     return loss, {}
 
 
@@ -312,4 +319,4 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
 
 
 FAMILY = Family(name="ddpm", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,
-                sample_grid=sample_grid, evaluate=evaluate, pipeline=pipeline)
+                warm_start=warm_start, sample_grid=sample_grid, evaluate=evaluate, pipeline=pipeline)

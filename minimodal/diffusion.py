@@ -141,14 +141,29 @@ def training_target(sched: Schedule, prediction: str, x0: jax.Array, t_B: jax.Ar
     return eps if prediction == "eps" else v_target(sched, x0, t_B, eps)
 
 
+def min_snr_weights(sched: Schedule, prediction: str, t_B: jax.Array, gamma: float) -> jax.Array:
+    """Min-SNR-γ loss weights (Hang et al. 2023), SNR_t = ᾱ_t / (1 - ᾱ_t): (B,).
+
+    They make every target weigh like min(SNR_t, γ) · ‖x̂_0 - x_0‖²: min(SNR, γ) / SNR for ε,
+    min(SNR, γ) / (SNR + 1) for v; the easy, almost noiseless steps stop dominating the gradient.
+    """
+    snr_B = sched.alpha_bars[t_B] / (1.0 - sched.alpha_bars[t_B])
+    return jnp.minimum(snr_B, gamma) / (snr_B if prediction == "eps" else snr_B + 1.0)
+
+
 def simple_loss(sched: Schedule, prediction: str, model_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                x0: jax.Array, key: jax.Array) -> jax.Array:
-    """Ho et al.'s L_simple: E_{t ~ U{0..T-1}, ε ~ N(0, I)} ‖target - f(x_t, t)‖², mean over pixels."""
+                x0: jax.Array, key: jax.Array, *, min_snr_gamma: float | None = None) -> jax.Array:
+    """Ho et al.'s L_simple: E_{t ~ U{0..T-1}, ε ~ N(0, I)} w_t ‖target - f(x_t, t)‖², mean over pixels;
+    w_t = 1, or the min-SNR-γ weight with `min_snr_gamma`."""
     t_key, eps_key = jax.random.split(key)
     t_B = jax.random.randint(t_key, (x0.shape[0],), 0, sched.num_steps)
     eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
     xt = q_sample(sched, x0, t_B, eps)
-    return jnp.mean((model_fn(xt, t_B) - training_target(sched, prediction, x0, t_B, eps)) ** 2)
+    err_B = jnp.mean((model_fn(xt, t_B) - training_target(sched, prediction, x0, t_B, eps)) ** 2,
+                     axis=tuple(range(1, x0.ndim)))
+    if min_snr_gamma is not None:
+        err_B = err_B * min_snr_weights(sched, prediction, t_B, min_snr_gamma)
+    return jnp.mean(err_B)
 
 
 def guided(model_fn: Callable[..., jax.Array], x: jax.Array, t_B: jax.Array, cond, uncond,

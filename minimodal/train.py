@@ -46,6 +46,7 @@ class Family:
     loss_fn(model, batch, rng) -> (scalar loss, {name: scalar}); pure, jit-able, no host sync.
         `batch` is the pipeline's dict (images float32 (B,H,W,3) in [-1,1], tokens int32 (B,T), extras).
     prepare(config, examples, tokenizer, workdir) -> examples     optional: add arrays (e.g. image tokens)
+    warm_start(model, config, tokenizer) -> None     optional: set some weights before step 0 of a fresh run
     sample_grid(model, config, tokenizer, rng, workdir) -> uint8 (N,H,W,3)   optional: periodic PNG grids
     evaluate(model, config, tokenizer, workdir) -> {name: float}   optional: `minimodal eval` + periodic
     pipeline(model, config, tokenizer, workdir) -> object          what `minimodal.load(workdir)` returns
@@ -57,6 +58,7 @@ class Family:
     build: Callable[..., nnx.Module]
     loss_fn: Callable[[nnx.Module, dict[str, Any], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
     prepare: Callable[..., dict[str, Any]] | None = None
+    warm_start: Callable[..., None] | None = None
     sample_grid: Callable[..., np.ndarray] | None = None
     evaluate: Callable[..., dict[str, float]] | None = None
     pipeline: Callable[..., Any] | None = None
@@ -230,11 +232,13 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
     replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
     model = family.build(config, tokenizer, nnx.Rngs(config.seed))
+    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
+    start = manager.latest_step() or 0
+    if not start and family.warm_start is not None:
+        family.warm_start(model, config, tokenizer)
     tx = make_optimizer(config)
     graphdef, state = _initial_state(model, tx, config)
     state = jax.device_put(state, replicated)
-    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
-    start = manager.latest_step() or 0
     if start:
         state = _restore(manager, start, state)
     step_fn = jax.jit(make_train_step(family, graphdef, tx, config), donate_argnums=0,

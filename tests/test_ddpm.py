@@ -138,6 +138,34 @@ def test_oracle_loss_is_zero():
         assert float(loss) < 1e-8
 
 
+@pytest.mark.parametrize("prediction", diffusion.PREDICTIONS)
+def test_min_snr_weight_is_min_snr_gamma_times_the_x0_error(prediction):
+    """w_t ‖f - target‖² = min(SNR_t, γ) ‖x̂_0 - x_0‖² for either target (the weight's definition)."""
+    s, gamma = diffusion.make_schedule("cosine", 50), 5.0
+    k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
+    t_B = jnp.arange(0, 50, 7)
+    x0 = jax.random.uniform(k0, (len(t_B), 4, 4, 3), minval=-1, maxval=1)
+    eps = jax.random.normal(k1, x0.shape)
+    xt = diffusion.q_sample(s, x0, t_B, eps)
+    out = diffusion.training_target(s, prediction, x0, t_B, eps) + 0.1 * jax.random.normal(k2, x0.shape)
+    _, x0_hat = diffusion.eps_and_x0(s, prediction, xt, t_B, out, clip=False)
+    target = diffusion.training_target(s, prediction, x0, t_B, eps)
+    weighted_B = diffusion.min_snr_weights(s, prediction, t_B, gamma) * jnp.mean((out - target) ** 2, (1, 2, 3))
+    snr_B = s.alpha_bars[t_B] / (1 - s.alpha_bars[t_B])
+    np.testing.assert_allclose(weighted_B, jnp.minimum(snr_B, gamma) * jnp.mean((x0_hat - x0) ** 2, (1, 2, 3)),
+                               rtol=2e-3)
+    assert float(snr_B[0]) > gamma > float(snr_B[-1])  # both branches of the min are exercised
+
+
+def test_min_snr_loss_with_infinite_gamma_is_the_simple_eps_loss():
+    s, x0 = diffusion.make_schedule("cosine", 40), jnp.tile(POINT, (8, 1, 1, 1))
+    plain = diffusion.simple_loss(s, "eps", toy_model, x0, jax.random.key(0))
+    np.testing.assert_allclose(diffusion.simple_loss(s, "eps", toy_model, x0, jax.random.key(0), min_snr_gamma=1e30),
+                               plain, rtol=1e-6)
+    assert not np.isclose(diffusion.simple_loss(s, "eps", toy_model, x0, jax.random.key(0), min_snr_gamma=1.0),
+                          plain, rtol=1e-3)
+
+
 def toy_model(xt, t_B):
     """A fixed, non-trivial 'network': ε̂ = tanh(x_t) · (1 + t / 100)."""
     return jnp.tanh(xt) * (1 + t_B[:, None, None, None] / 100)
@@ -302,6 +330,7 @@ def test_unconditional_model_trains_and_samples(tokenizer):
 
 def test_bad_configs_are_refused(tokenizer):
     for bad, match in ((dict(prediction="x0"), "prediction"), (dict(cond_drop=1.5), "probability"),
+                       (dict(min_snr_gamma=-1.0), "min_snr_gamma"),
                        (dict(image_size=18), "divide")):
         with pytest.raises(ValueError, match=match):
             ddpm.build(dataclasses.replace(ddpm.PRESETS["tiny"], **bad), tokenizer, nnx.Rngs(0))
@@ -327,3 +356,24 @@ def test_evaluate_grades_every_setting_and_saves_what_it_graded(tiny, tokenizer,
     assert all(0.0 <= v <= 1.0 for v in results.values())
     assert sorted(p.stem for p in (tmp_path / "eval").glob("*.png")) == sorted(results)
     assert ddpm.evaluate(tiny, dataclasses.replace(config, data="digits"), tokenizer) == {}
+
+
+def test_warm_start_copies_a_trained_clips_text_encoder(tokenizer, tmp_path):
+    from minimodal import clip, train
+
+    clip_config = dataclasses.replace(clip.PRESETS["tiny"], steps=2, n_train=64, checkpoint_every=2)
+    trained = train.fit(clip.FAMILY, clip_config, tmp_path / "clip", progress=False)
+    config = dataclasses.replace(ddpm.PRESETS["tiny"], text_from_clip=str(tmp_path / "clip"),
+                                 context_length=clip_config.context_length, text_dim=clip_config.text_width,
+                                 text_depth=clip_config.text_depth, text_heads=clip_config.text_heads)
+    model = ddpm.build(config, trained.tokenizer, nnx.Rngs(0))
+    ddpm.warm_start(model, config, trained.tokenizer)
+    theirs = jax.tree.leaves(nnx.state(trained.model.text_encoder))
+    for ours, their in zip(jax.tree.leaves(nnx.state(model.text)), theirs, strict=True):
+        np.testing.assert_array_equal(ours, their)
+    with pytest.raises(ValueError, match="text_dim=32"):
+        ddpm.warm_start(model, dataclasses.replace(config, text_dim=16), trained.tokenizer)
+    with pytest.raises(ValueError, match="another tokenizer"):
+        ddpm.warm_start(model, config, tokenizer)
+    with pytest.raises(FileNotFoundError, match="not a minimodal work directory"):
+        ddpm.warm_start(model, dataclasses.replace(config, text_from_clip=str(tmp_path)), trained.tokenizer)

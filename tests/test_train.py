@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -63,6 +65,23 @@ def test_rerunning_a_finished_run_resumes_instead_of_retraining(tmp_path):
     assert again.step == 20 and len(train.read_metrics(tmp_path)) == 4  # no new steps were logged
     longer = _fit(tmp_path, steps=30)  # `steps` may grow on resumption
     assert longer.step == 30 and train.read_metrics(tmp_path)[-1]["step"] == 30
+
+
+
+def test_warm_start_sets_weights_of_a_fresh_run_only(tmp_path):
+    """`Family.warm_start` runs before step 0 (its weights are what training starts from), never on resume."""
+    calls = []
+
+    def warm_start(model, config, tokenizer):
+        calls.append(config.steps)
+        model.linear.bias[...] = jnp.array([5.0, 0.0, 0.0])
+
+    family = dataclasses.replace(FAMILY, warm_start=warm_start)
+    config = ToyConfig(steps=1, lr=1e-6, warmup_steps=1)
+    trained = train.fit(family, config, tmp_path, examples=toy_examples(), progress=False)
+    np.testing.assert_allclose(trained.model.linear.bias[...], [5.0, 0.0, 0.0], atol=1e-3)
+    train.fit(family, dataclasses.replace(config, steps=2), tmp_path, examples=toy_examples(), progress=False)
+    assert calls == [1]
 
 
 KILL_SCRIPT = textwrap.dedent("""
