@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--split", default="train", help="train (default), test; coco_captions also val, restval")
     parser.add_argument("--n", type=int, default=None, help="number of examples (default: the whole split)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
-    parser.add_argument("--cache-dir", default=None, help="where to write (default $MINIMODAL_DATA or ~/.cache/minimodal)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where to write (default $MINIMODAL_DATA or ~/.cache/minimodal)")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets' own data dir (default: tfds' default)")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:

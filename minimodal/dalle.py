@@ -57,7 +57,7 @@ class Config(TrainConfig):
     text_loss_weight: float = 1 / 8  # DALL-E's 1/8 : 7/8 split between text and image tokens
     caption_dropout: float = 0.0  # probability of training on the empty caption (enables guidance)
     # sampling defaults (pipeline.generate / evaluate)
-    temperature: float = 1.0
+    temperature: float = 0.7  # < 1 sharpens; 0.7 beat 1.0 on train and held-out pairs (bench/results/dalle.md)
     top_k: int = 0  # 0 = no top-k filter
     top_p: float = 1.0  # 1 = no nucleus filter
     guidance: float = 1.0  # 1 = plain conditional sampling

@@ -47,6 +47,11 @@ def _timed_generate(pipeline: Any, prompts: list[str], **options: Any) -> tuple[
     return images, (time.perf_counter() - start) / len(prompts)
 
 
+def _save_grid(images: np.ndarray, path: Path, ncols: int) -> None:
+    """A PNG grid whose tiles are ~128 px whatever the model's image size (16 px DDPM beside 32 px DALL-E)."""
+    save_grid(images, path, ncols=ncols, upscale=max(1, 128 // images.shape[1]))
+
+
 def clip_score(clip: Any, images: np.ndarray, prompts: list[str]) -> float:
     """Mean cosine similarity between each image's and its prompt's CLIP embedding."""
     return float(np.mean(np.sum(clip.embed_images(images) * clip.embed_texts(prompts), axis=-1)))
@@ -87,22 +92,22 @@ def stage_generator(name: str, workdir: Path, preset: str, per_pair: int, **opti
     held_prompts, held_objects = fidelity_prompts("holdout", per_pair)
     held = np.asarray(generator.generate(held_prompts, seed=0, **options))
     grid_prompts = [p for p in GRID_PROMPTS for _ in range(SAMPLES_PER_PROMPT)]
-    save_grid(np.asarray(generator.generate(grid_prompts, seed=0, **options)), workdir / f"{name}_grid.png",
-              ncols=SAMPLES_PER_PROMPT)
+    _save_grid(np.asarray(generator.generate(grid_prompts, seed=0, **options)), workdir / f"{name}_grid.png",
+               ncols=SAMPLES_PER_PROMPT)
     out = {"train_seconds": seconds, "fidelity": caption_fidelity(images, objects),
            "fidelity_holdout": caption_fidelity(held, held_objects), "clip_score": clip_score(clip, images, prompts),
            "seconds_per_image": per_image, "images_graded": len(images)}
     if name == "dalle":
         reranked = np.asarray(generator.generate(grid_prompts, seed=0, rerank_with=clip, candidates=8, **options))
-        save_grid(reranked, workdir / "dalle_reranked_grid.png", ncols=SAMPLES_PER_PROMPT)
+        _save_grid(reranked, workdir / "dalle_reranked_grid.png", ncols=SAMPLES_PER_PROMPT)
         chosen = np.asarray(generator.generate(prompts, seed=0, rerank_with=clip, candidates=8, **options))
         out["fidelity_reranked"] = caption_fidelity(chosen, objects)
     if name == "ddpm":
         _, trajectory = generator.generate(GRID_PROMPTS[:4], seed=0, return_trajectory=True, **options)
         trajectory = np.asarray(trajectory)  # (S, N, H, W, 3)
         frames = trajectory[np.linspace(0, len(trajectory) - 1, 10).round().astype(int)]
-        save_grid(frames.transpose(1, 0, 2, 3, 4).reshape(-1, *frames.shape[2:]), workdir / "ddpm_strip.png",
-                  ncols=len(frames))
+        _save_grid(frames.transpose(1, 0, 2, 3, 4).reshape(-1, *frames.shape[2:]), workdir / "ddpm_strip.png",
+                   ncols=len(frames))
     return out
 
 

@@ -249,7 +249,16 @@ show(out[:16], "held-out prompts: " + " | ".join(held["captions"][:4]) + " ...",
 # %% [markdown]
 # ## 6. From here to DALL-E 2
 #
-# This model conditions on its own small text encoder. **DALL-E 2** (Ramesh et al. 2022, "unCLIP")
+# This model conditions on CLIP's text encoder architecture, learned from scratch together with the
+# U-Net. The first step towards DALL-E 2 is one config key away: `text_from_clip=runs/clip` starts the
+# DDPM from the text encoder of the CLIP you trained in lesson 02 (same data and vocabulary, so the same
+# tokenizer; the error message lists the `text_dim`/`text_depth`/`text_heads`/`context_length` to match),
+# so the generator begins with caption features that already separate colours and shapes:
+#
+#     minimodal train ddpm --data shapes --workdir runs/ddpm_clip text_from_clip=runs/clip \
+#         context_length=16 text_dim=96 text_depth=2 text_heads=4
+#
+# **DALL-E 2** (Ramesh et al. 2022, "unCLIP")
 # conditions a diffusion decoder on a **CLIP image embedding** instead, and adds a *prior* that maps a
 # CLIP text embedding to a CLIP image embedding. Because CLIP puts images and captions in one space,
 # the same decoder can vary an existing image (encode it, decode again) or interpolate between two.

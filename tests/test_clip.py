@@ -45,7 +45,8 @@ def test_positives_by_identity_captions_and_attributes():
     same = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_array_equal(clip.positives({"tokens": t}, "captions"), same)
     np.testing.assert_array_equal(clip.positives({"tokens": t}, "attributes"), same)  # no attributes: captions
-    ex = clip.prepare(clip.Config(partial_captions=0.0), {"captions": ["a red circle", "a large red circle at the top left",
+    ex = clip.prepare(clip.Config(partial_captions=0.0), {"captions": [
+                                                   "a red circle", "a large red circle at the top left",
                                                    "a small blue circle"],
                                       "objects": [[{"color": "red", "shape": "circle", "size": "small",
                                                     "position": "center"}],

@@ -275,7 +275,8 @@ def good_folder(tmp_path):
     save(tmp_path / "red.png", np.full((40, 20, 4), (255, 0, 0, 255), np.uint8))  # RGBA, tall
     save(tmp_path / "grey.jpg", np.full((10, 30), 100, np.uint8))  # L, wide, JPEG
     save(tmp_path / "sub" / "blue.bmp", np.full((8, 8, 3), (0, 0, 255), np.uint8))  # in a subfolder
-    Image.fromarray(np.full((9, 9, 3), (0, 250, 0), np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "green.gif")
+    green = Image.fromarray(np.full((9, 9, 3), (0, 250, 0), np.uint8))
+    green.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "green.gif")
     write_jsonl(tmp_path, [{"file": "red.png", "caption": "a red square"},
                            {"file": "grey.jpg", "caption": "  a   grey\tpicture "},
                            {"file": "sub/blue.bmp", "caption": "blue"},

@@ -24,7 +24,7 @@ def naive_attention(attn: Attention, x, context=None, mask=None):
     else:
         q = dense(attn.q, x)
         k, v = np.split(dense(attn.kv, np.asarray(context, np.float64)), 2, axis=-1)
-    B, T, S = x.shape[0], x.shape[1], k.shape[1]
+    B, T = x.shape[0], x.shape[1]
     q, k, v = (a.reshape(B, -1, H, K).transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, H, ., K)
     logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(K)  # (B, H, T, S)
     if mask is not None:

@@ -304,15 +304,16 @@ MIN_IOU = 0.5  # a foreground that overlaps its best template less than this is 
 
 # Inner boxes tried inside the foreground's bounding box: each side moved in by 0 or 1 pixel, so a ragged
 # rim one pixel wide does not distort the template; (0, 0, 0, 0) first, so exact matches win ties.
-_INSETS = np.array([(t, b, l, r) for t in (0, 1) for b in (0, 1) for l in (0, 1) for r in (0, 1)])  # (16, 4)
+_INSETS = np.array([(dt, db, dl, dr)  # (16, 4): top, bottom, left, right
+                    for dt in (0, 1) for db in (0, 1) for dl in (0, 1) for dr in (0, 1)])
 
 
 @lru_cache(maxsize=4096)
 def _templates(h: int, w: int) -> np.ndarray:
     """Every shape drawn in every inner box of an h x w box (see _INSETS): bool (16, 4, h, w)."""
     i, j = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
-    t, b, l, r = (_INSETS[:, k, None, None] for k in range(4))  # (16, 1, 1) each
-    return np.stack([shape_mask(s, i - t, j - l, h - t - b, w - l - r) for s in SHAPES], axis=1)
+    dt, db, dl, dr = (_INSETS[:, k, None, None] for k in range(4))  # (16, 1, 1) each: top, bottom, left, right
+    return np.stack([shape_mask(s, i - dt, j - dl, h - dt - db, w - dl - dr) for s in SHAPES], axis=1)
 
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
@@ -372,7 +373,7 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     best, crop = templates[inset, shape], fg_SS[top:bottom, left:right]
     if (best & crop).sum() / (best | crop).sum() < MIN_IOU:
         return None
-    t, b, l, r = _INSETS[inset]
-    row = min(2, int(3 * (top + t + bottom - b) / (2 * size)))  # floor(3 * centre / size)
-    col = min(2, int(3 * (left + l + right - r) / (2 * size)))
+    dt, db, dl, dr = _INSETS[inset]
+    row = min(2, int(3 * (top + dt + bottom - db) / (2 * size)))  # floor(3 * centre / size)
+    col = min(2, int(3 * (left + dl + right - dr) / (2 * size)))
     return {"color": list(COLORS)[color], "shape": SHAPES[shape], "position": POSITIONS[row * 3 + col]}
