@@ -331,7 +331,7 @@ def test_unconditional_model_trains_and_samples(tokenizer):
 def test_bad_configs_are_refused(tokenizer):
     for bad, match in ((dict(prediction="x0"), "prediction"), (dict(cond_drop=1.5), "probability"),
                        (dict(min_snr_gamma=-1.0), "min_snr_gamma"),
-                       (dict(image_size=18), "divide")):
+                       (dict(image_size=17), "divide")):
         with pytest.raises(ValueError, match=match):
             ddpm.build(dataclasses.replace(ddpm.PRESETS["tiny"], **bad), tokenizer, nnx.Rngs(0))
 
