@@ -89,7 +89,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from minimodal.viz import save_grid
+    from minimodal.viz import film_strip, save_grid
 
     family, model, config, tokenizer = _load(args.model, args.workdir)
     pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
@@ -100,9 +100,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out or Path(args.workdir) / "samples" / "sample.png")
     if isinstance(images, tuple):  # (images, trajectory (S, N, H, W, 3)) with return_trajectory=true
         images, film = images
-        film = np.asarray(film)[np.linspace(0, len(film) - 1, 10).round().astype(int)]  # 10 frames
         strip = out.with_name(out.stem + "_trajectory.png")
-        save_grid(film.transpose(1, 0, 2, 3, 4).reshape(-1, *film.shape[2:]), strip, ncols=len(film))
+        save_grid(film_strip(film, frames=10), strip, ncols=10)
         print(f"wrote the denoising trajectory (rows: images, columns: noise -> image) to {strip}")
     save_grid(images, out, ncols=args.n)
     print(f"wrote {len(images)} images for {len(args.prompt)} prompt(s) to {out}")

@@ -20,7 +20,7 @@ import numpy as np
 from minimodal import train
 from minimodal.data import shapes
 from minimodal.metrics import caption_fidelity
-from minimodal.viz import save_grid
+from minimodal.viz import film_strip, save_grid
 
 # The prompts every generator draws for the side-by-side grids (the last row is a held-out pair).
 GRID_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow cross", "a white circle",
@@ -104,10 +104,7 @@ def stage_generator(name: str, workdir: Path, preset: str, per_pair: int, **opti
         out["fidelity_reranked"] = caption_fidelity(chosen, objects)
     if name == "ddpm":
         _, trajectory = generator.generate(GRID_PROMPTS[:4], seed=0, return_trajectory=True, **options)
-        trajectory = np.asarray(trajectory)  # (S, N, H, W, 3)
-        frames = trajectory[np.linspace(0, len(trajectory) - 1, 10).round().astype(int)]
-        _save_grid(frames.transpose(1, 0, 2, 3, 4).reshape(-1, *frames.shape[2:]), workdir / "ddpm_strip.png",
-                   ncols=len(frames))
+        _save_grid(film_strip(trajectory, frames=10), workdir / "ddpm_strip.png", ncols=10)
     return out
 
 

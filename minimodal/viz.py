@@ -27,6 +27,14 @@ def image_grid(images: np.ndarray, ncols: int | None = None, upscale: int = 1, p
     return grid
 
 
+def film_strip(trajectory: np.ndarray, frames: int = 10) -> np.ndarray:
+    """`frames` evenly spaced steps of a sampling trajectory (S, N, H, W, 3), first and last included, laid
+    out for `image_grid(..., ncols=frames)`: (N · frames, H, W, 3), one row per image, noise -> image."""
+    trajectory = np.asarray(trajectory)
+    picked = trajectory[np.linspace(0, len(trajectory) - 1, frames).round().astype(int)]  # (frames, N, H, W, 3)
+    return picked.transpose(1, 0, 2, 3, 4).reshape(-1, *trajectory.shape[2:])
+
+
 def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, upscale: int = 4) -> Path:
     """Write `image_grid(images)` to a PNG file and return its path."""
     path = Path(path)
