@@ -79,10 +79,11 @@ class Config(TrainConfig):
 
 PRESETS: dict[str, Config] = {
     "default": Config(),
-    "tiny": Config(n_train=256, steps=20, batch_size=8, channels=(16, 32), num_heads=2, text_dim=16,
-                   text_depth=1, text_heads=1, diffusion_steps=50, sample_steps=5, warmup_steps=2, log_every=5,
-                   checkpoint_every=10, eval_prompts=8, attention_levels=()),
-    "tour": Config(steps=1200, eval_prompts=60),
+    # tiny and tour: the text encoder of CLIP's preset of the same name (the tour starts from its CLIP's)
+    "tiny": Config(n_train=512, steps=20, batch_size=8, channels=(16, 32), num_heads=2, context_length=16,
+                   text_dim=32, text_depth=1, text_heads=2, diffusion_steps=50, sample_steps=5, warmup_steps=2,
+                   log_every=5, checkpoint_every=10, eval_prompts=8, attention_levels=()),
+    "tour": Config(steps=1500, eval_prompts=60, context_length=16, text_dim=96, text_heads=4),
     "gpu": Config(image_size=32, steps=20_000, batch_size=256, lr=1e-3, channels=(128, 256), num_res_blocks=2,
                   attention_levels=(1,), text_dim=128, text_heads=4, diffusion_steps=1000, ema_decay=0.9995,
                   eval_prompts=1000),

@@ -49,8 +49,6 @@
 
 # %%
 import json
-import os
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -59,11 +57,10 @@ from IPython.display import HTML, Image, display
 import minimodal
 from minimodal import tour
 from minimodal.data import normalize_images, shapes
+from minimodal.lessons import FAST, RUNS
 from minimodal.tokenizer import Tokenizer
 from minimodal.viz import save_grid
 
-FAST = os.environ.get("MINIMODAL_FAST") == "1"
-RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
 print("backend:", jax.default_backend(), "| devices:", jax.device_count(), "| fast mode:", FAST)
 
 # %% [markdown]

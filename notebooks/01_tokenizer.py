@@ -30,22 +30,18 @@
 # %%
 import html
 import json
-import os
 import re
 from collections import Counter
-from pathlib import Path
 
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, display
 
 from minimodal.data import shapes
+from minimodal.lessons import BIG, FAST, RUNS
 from minimodal.tokenizer import NUM_BASE, WORD_PATTERN, Tokenizer
 
-FAST = os.environ.get("MINIMODAL_FAST") == "1"
-RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
-BIG = jax.default_backend() != "cpu"  # on a GPU/TPU machine: more captions (BPE itself runs on the CPU)
+# on a GPU/TPU machine (BIG): more captions (BPE itself runs on the CPU)
 N_CAPTIONS = 2_000 if FAST else 100_000 if BIG else 20_000
 VOCAB_SIZE = 384  # the default `vocab_size` of every model's config
 

@@ -34,8 +34,6 @@
 # 10. Spurious features: the "sheep on grass" problem.
 
 # %%
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,12 +45,9 @@ from minimodal import clip, train
 from minimodal.clip_tasks import SHAPES_TEMPLATES, linear_probe, retrieval_recall
 from minimodal.config import override
 from minimodal.data import Batches, load_examples, shapes
-from minimodal.viz import image_grid
+from minimodal.lessons import FAST, RUNS, preset
 
-FAST = os.environ.get("MINIMODAL_FAST") == "1"
-RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
-BIG = jax.default_backend() != "cpu"
-PRESET = "tiny" if FAST else "gpu" if BIG else "tour"
+PRESET = preset(cpu="tour")
 CONFIG = clip.PRESETS[PRESET]
 N_TEST = 240 if FAST else 1200
 print(f"backend {jax.default_backend()}, preset {PRESET!r}: {CONFIG.steps} steps of batch {CONFIG.batch_size}, "

@@ -32,42 +32,23 @@
 # 5. Reranking with CLIP, and compositions the model never saw.
 
 # %%
-import os
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+import minimodal
 from minimodal import dalle, vqvae
 from minimodal.config import override
 from minimodal.data import load_examples, normalize_images, shapes
+from minimodal.lessons import FAST, RUNS, preset, show, workdir
 from minimodal.metrics import caption_fidelity
-from minimodal.train import fit, load_model
-from minimodal.viz import image_grid
+from minimodal.train import fit
 
-FAST = os.environ.get("MINIMODAL_FAST") == "1"
-RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
-BIG = jax.default_backend() != "cpu"
-PRESET = "tiny" if FAST else "gpu" if BIG else "default"
+PRESET = preset()
 CONFIG = dalle.PRESETS[PRESET]
-WORKDIR = RUNS / ("dalle" if PRESET == "default" else f"dalle_{PRESET}")
+WORKDIR = workdir("dalle", PRESET)
 N_PROMPTS = 12 if FAST else 48
-
-
-def load_pipeline(workdir):
-    """What `minimodal.load(workdir)` returns: the trained model's pipeline."""
-    family, model, config, tokenizer = load_model(workdir)
-    return family.pipeline(model, config, tokenizer, Path(workdir))
-
-
-def show(images, title="", ncols=None, upscale=3):
-    plt.figure(figsize=(10, 3))
-    plt.imshow(image_grid(np.asarray(images), ncols=ncols, upscale=upscale))
-    plt.title(title)
-    plt.axis("off")
-    plt.show()
 
 
 # Trains the image tokenizer (WORKDIR/image_tokenizer) and then the transformer, or resumes / reloads
@@ -196,7 +177,7 @@ kth = np.sort(row, axis=-1)[:, -2][:, None]
 np.testing.assert_array_equal(np.where(row >= kth, row, -np.inf), dalle.top_k_filter(jnp.asarray(row), 2))
 
 prompt_set = load_examples("shapes", "train", n=N_PROMPTS, image_size=CONFIG.image_size, seed=77)
-pipe = load_pipeline(WORKDIR)
+pipe = minimodal.load(WORKDIR)
 settings = {"T=0.5": {"temperature": 0.5}, "T=1": {"temperature": 1.0}, "T=1.5": {"temperature": 1.5},
             "top-k 8": {"top_k": 8}, "top-p 0.8": {"top_p": 0.8}}
 for name, options in settings.items():
@@ -219,7 +200,7 @@ if FAST or not clip_dir.exists():
 
     clip_dir = RUNS / f"clip_{PRESET}"
     fit(clip.FAMILY, clip.PRESETS["tiny" if FAST else "tour"], clip_dir, progress=False)
-clip_pipe = load_pipeline(clip_dir)
+clip_pipe = minimodal.load(clip_dir)
 candidates = 2 if FAST else 8
 plain = pipe.generate(prompt_set["captions"], seed=2)
 reranked = pipe.generate(prompt_set["captions"], seed=2, rerank_with=clip_pipe, candidates=candidates)

@@ -32,9 +32,7 @@
 # 6. From here to DALL-E 2.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -44,26 +42,15 @@ from flax import nnx
 
 from minimodal import ddpm, diffusion
 from minimodal.data import denormalize_images, normalize_images, shapes
+from minimodal.lessons import FAST, preset, show, workdir
 from minimodal.metrics import caption_fidelity
 from minimodal.train import fit
-from minimodal.viz import image_grid
 
-FAST = os.environ.get("MINIMODAL_FAST") == "1"
-RUNS = Path(os.environ.get("MINIMODAL_RUNS", "runs"))
-BIG = jax.default_backend() != "cpu"
-PRESET = "tiny" if FAST else "gpu" if BIG else "default"
+PRESET = preset()
 CONFIG = ddpm.PRESETS[PRESET]
-WORKDIR = RUNS / ("ddpm" if PRESET == "default" else f"ddpm_{PRESET}")
+WORKDIR = workdir("ddpm", PRESET)
 N_PROMPTS = 8 if FAST else 48  # prompts per fidelity measurement
 N_COMPARE = 4 if FAST else 16  # prompts for the DDIM vs ancestral comparison (ancestral takes all T steps)
-
-
-def show(images, title="", ncols=None, upscale=3, figsize=(10, 3)):
-    plt.figure(figsize=figsize)
-    plt.imshow(image_grid(np.asarray(images), ncols=ncols, upscale=upscale))
-    plt.title(title)
-    plt.axis("off")
-    plt.show()
 
 
 # Trains the model, or resumes / reloads what the CLI command above already trained with this config.
