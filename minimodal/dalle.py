@@ -92,7 +92,7 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(dim=32, depth=2, num_heads=2, steps=20, batch_size=16, n_train=256, image_vocab_size=32,
                    tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
                    candidates=2),
-    "tour": Config(steps=2000, tokenizer_preset="tour"),
+    "tour": Config(steps=2600, tokenizer_preset="tour"),
     "guided": Config(caption_dropout=0.1),
     "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000,
                   tokenizer_preset="gpu", caption_dropout=0.1),

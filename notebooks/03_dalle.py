@@ -13,9 +13,9 @@
 # %% [markdown]
 # # 03 · DALL-E: images as words
 #
-# **Expected run time:** about 8 minutes on a 2-core CPU when `runs/dalle` and `runs/clip` were trained
-# beforehand by the CLI commands below (training them here instead adds about 20 minutes);
-# fast mode (`MINIMODAL_FAST=1`, tiny models that learn nothing useful): under 2 minutes.
+# **Expected run time:** about 2–3 minutes on a 2-core CPU when `runs/dalle` and `runs/clip` were trained
+# beforehand by the CLI commands below (measured: 2 min 17 s; training them here instead adds about
+# 20 minutes); fast mode (`MINIMODAL_FAST=1`, tiny models that learn nothing useful): under 2 minutes.
 #
 #     minimodal train dalle --data shapes --workdir runs/dalle    # image tokenizer + transformer
 #     minimodal train clip  --data shapes --workdir runs/clip     # for reranking
@@ -81,7 +81,11 @@ eval_images = load_examples("shapes", "train", n=256, image_size=CONFIG.image_si
 z_BhwD = np.asarray(tok.model.encoder(jnp.asarray(normalize_images(eval_images[:16]))))
 codebook_VD = np.asarray(tok.model.codebook[...])
 d_BhwV = ((z_BhwD[..., None, :] - codebook_VD) ** 2).sum(-1)  # |z - e_v|² for every code
-np.testing.assert_array_equal(d_BhwV.argmin(-1), tok.encode(eval_images[:16]))
+chosen_Bhw = tok.encode(eval_images[:16])
+# The library picks a nearest code everywhere (up to float rounding when two codes are almost equally near):
+d_chosen = np.take_along_axis(d_BhwV, chosen_Bhw[..., None], axis=-1)[..., 0]
+np.testing.assert_allclose(d_chosen, d_BhwV.min(-1), rtol=1e-4, atol=1e-5)
+print(f"numpy argmin = library code for {np.mean(d_BhwV.argmin(-1) == chosen_Bhw):.1%} of the cells")
 codes = tok.encode(eval_images)
 print("codes of the first image (8×8 integers):\n", codes[0])
 show(np.concatenate([eval_images[:12], tok.decode(codes[:12])]), "images (top) and their VQ-VAE reconstructions",
@@ -178,12 +182,26 @@ np.testing.assert_array_equal(np.where(row >= kth, row, -np.inf), dalle.top_k_fi
 
 prompt_set = load_examples("shapes", "train", n=N_PROMPTS, image_size=CONFIG.image_size, seed=77)
 pipe = minimodal.load(WORKDIR)
-settings = {"T=0.5": {"temperature": 0.5}, "T=1": {"temperature": 1.0}, "T=1.5": {"temperature": 1.5},
-            "top-k 8": {"top_k": 8}, "top-p 0.8": {"top_p": 0.8}}
-for name, options in settings.items():
-    images = pipe.generate(prompt_set["captions"], seed=1, **options)
-    print(f"{name:10s} caption fidelity {caption_fidelity(images, prompt_set['objects']):.0%}")
+settings = {"T=0.5": (0.5, 0, 1.0), "T=1": (1.0, 0, 1.0), "T=1.5": (1.5, 0, 1.0), "T=1, top-p 0.8": (1.0, 0, 0.8),
+            "T=0.7, top-k 8 (the default)": (0.7, 8, 1.0)}
+for name, (temperature, top_k, top_p) in settings.items():
+    images = pipe.generate(prompt_set["captions"], seed=1, temperature=temperature, top_k=top_k, top_p=top_p)
+    print(f"{name:30s} caption fidelity {caption_fidelity(images, prompt_set['objects']):.0%}")
     show(images[:12], f"{name}: {prompt_set['captions'][:3]} ...", ncols=12)
+
+# %% [markdown]
+# **Which prompts fail?** Split the default setting's grades by the shape the prompt asks for. On the
+# default checkpoint crosses fail far more often than the other shapes (bench/results/dalle.md: about a
+# fifth right against 75–100%), although the VQ-VAE reconstructs real crosses perfectly: the transformer has
+# to line up the thin arms across several tokens, one token at a time.
+
+# %%
+wanted = [objects[0]["shape"] for objects in prompt_set["objects"]]
+for shape in shapes.SHAPES:
+    rows = [i for i, w in enumerate(wanted) if w == shape]
+    if rows:
+        fidelity = caption_fidelity(images[rows], [prompt_set["objects"][i] for i in rows])
+        print(f"{shape:9s} {fidelity:5.0%} of {len(rows)} prompts")
 
 # %% [markdown]
 # ## 5. Reranking with CLIP, and compositions never seen
