@@ -344,7 +344,7 @@ def test_presets_and_parameter_counts(tokenizer):
         abstract = nnx.eval_shape(lambda: ddpm.build(ddpm.PRESETS[name], tokenizer, nnx.Rngs(0)))
         return sum(p.size for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
-    assert count("tiny") == 190_611  # with this 280-id vocabulary
+    assert count("tiny") == 206_723  # with this 280-id vocabulary
     assert count("default") == 951_107
 
 
