@@ -98,7 +98,8 @@ show(np.concatenate([eval_images[:12], tok.decode(codes[:12])]), "images (top) a
 # training decodes a **relaxed** one-hot sample, $y = \mathrm{softmax}((\ell + g)/\tau)$ with Gumbel
 # noise $g$, annealing the temperature τ from 1 to 1/16; a KL term pulls the code distribution to
 # uniform. As τ → 0 the sample becomes the exact one-hot of $\arg\max(\ell + g)$ — the Gumbel-max trick —
-# which we check numerically before training one.
+# which we check numerically before training one (600 steps here; the README records the `gumbel` preset's
+# 4000: 27.4 dB with a quarter of the codes in use, against the VQ-VAE's 31.5 dB and all of them).
 
 # %%
 logits = jnp.log(jnp.array([[0.6, 0.3, 0.1]]))
