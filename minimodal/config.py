@@ -10,7 +10,7 @@ import dataclasses
 import json
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 C = TypeVar("C")
 
@@ -40,6 +40,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_every: int = 0  # 0 = no evaluation during training (`minimodal eval` runs it)
     sample_every: int = 0  # 0 = one sample grid at the end only
+
+    # A family's sampling and evaluation defaults: they do not touch training, so a resumed run may change them.
+    sampling_keys: ClassVar[frozenset[str]] = frozenset()
 
 
 # Keys that may change between a run and its resumption; any other change is an incompatible config.
@@ -128,6 +131,8 @@ def check_training_values(config: TrainConfig) -> None:
 
 
 def incompatible_keys(old: Any, new: Any) -> list[str]:
-    """Keys whose values differ between two configs, other than those a resumed run may change."""
+    """Keys whose values differ between two configs, other than those a resumed run may change
+    (`RESUMABLE_KEYS` and the family's `sampling_keys`)."""
     a, b = to_dict(old), to_dict(new)
-    return sorted(k for k in a.keys() | b.keys() if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))
+    may_change = RESUMABLE_KEYS | getattr(new, "sampling_keys", frozenset())
+    return sorted(k for k in a.keys() | b.keys() if k not in may_change and a.get(k) != b.get(k))

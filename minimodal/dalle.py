@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +72,9 @@ class Config(TrainConfig):
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
+
+    sampling_keys: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "top_k", "top_p", "guidance", "eval_guidance", "eval_n", "candidates", "clip_workdir"})
 
     def __post_init__(self):
         if not 0 <= self.caption_dropout < 1:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,8 @@ class Config(TrainConfig):
     sample_steps: int = 50
     guidance: float = 3.0
     eval_prompts: int = 120  # per evaluated setting (the ancestral sampler gets a quarter)
+
+    sampling_keys: ClassVar[frozenset[str]] = frozenset({"sampler", "sample_steps", "guidance", "eval_prompts"})
 
 
 PRESETS: dict[str, Config] = {

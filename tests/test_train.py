@@ -204,3 +204,13 @@ def test_optimizer_schedule_and_weight_decay_mask():
     np.testing.assert_allclose(updates["b"], 0.0)
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 10, 100, end_value=0.05)
     assert float(schedule(100)) == pytest.approx(0.05)
+
+
+def test_a_resumed_run_may_change_its_sampling_defaults_but_not_its_training():
+    from minimodal import dalle, ddpm
+
+    old = dalle.Config()
+    assert configlib.incompatible_keys(old, dalle.Config(temperature=1.0, top_k=0, steps=5000)) == []
+    assert configlib.incompatible_keys(old, dalle.Config(top_k=0, lr=3e-3, dim=64)) == ["dim", "lr"]
+    assert configlib.incompatible_keys(ddpm.Config(), ddpm.Config(guidance=5.0, sample_steps=20)) == []
+    assert configlib.incompatible_keys(ToyConfig(), ToyConfig(lr=0.1)) == ["lr"]
