@@ -32,12 +32,30 @@ def workdir(model: str, preset_name: str) -> Path:
     return RUNS / (model if preset_name == "default" else f"{model}_{preset_name}")
 
 
-def show(images, title: str = "", ncols: int | None = None, upscale: int = 3, figsize=(10, 3)) -> None:
-    """Draw uint8 images (N, H, W, 3) as one grid, `ncols` per row, each pixel `upscale` × `upscale`."""
+def show(images, title: str = "", ncols: int | None = None, upscale: int = 3, figsize=(10, 3),
+         labels=None) -> None:
+    """Draw uint8 images (N, H, W, 3) as one grid, `ncols` per row, each pixel `upscale` × `upscale`;
+    with `labels` (one string per image), as one small panel per image with its label above it."""
     import matplotlib.pyplot as plt
 
-    plt.figure(figsize=figsize)
-    plt.imshow(image_grid(np.asarray(images), ncols=ncols, upscale=upscale))
-    plt.title(title)
-    plt.axis("off")
+    images = np.asarray(images)
+    if labels is None:
+        plt.figure(figsize=figsize)
+        plt.imshow(image_grid(images, ncols=ncols, upscale=upscale))
+        plt.title(title)
+        plt.axis("off")
+        plt.show()
+        return
+    if len(labels) != len(images):
+        raise ValueError(f"show: {len(labels)} labels for {len(images)} images")
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(label, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
     plt.show()

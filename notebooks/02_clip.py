@@ -45,31 +45,13 @@ from minimodal import clip, train
 from minimodal.clip_tasks import SHAPES_TEMPLATES, linear_probe, retrieval_recall
 from minimodal.config import override
 from minimodal.data import Batches, load_examples, shapes
-from minimodal.lessons import FAST, RUNS, preset
+from minimodal.lessons import FAST, RUNS, preset, show
 
 PRESET = preset(cpu="tour")
 CONFIG = clip.PRESETS[PRESET]
 N_TEST = 240 if FAST else 1200
 print(f"backend {jax.default_backend()}, preset {PRESET!r}: {CONFIG.steps} steps of batch {CONFIG.batch_size}, "
       f"{CONFIG.encoder} image encoder")
-
-
-def show(images, title=None, ncols=None, labels=None):
-    """A row (or grid) of uint8 images, optionally with a label under each."""
-    n = len(images)
-    ncols = ncols or n
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, (ax, image) in enumerate(zip(axes.flat, images)):
-        ax.imshow(image, interpolation="nearest")
-        if labels is not None:
-            ax.set_title(labels[i], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    plt.tight_layout()
-    plt.show()
 
 
 # %% [markdown]
