@@ -43,10 +43,10 @@ def fidelity_prompts(split: str, per_pair: int) -> tuple[list[str], list[dict[st
 
 def _seconds_per_image(pipeline: Any, prompts: list[str], batch: int = 16) -> float:
     """Sampling time per image for a batch of `batch` prompts, timed on a second call (the first compiles)."""
-    first, second = ([prompts[i % len(prompts)] for i in range(j * batch, (j + 1) * batch)] for j in (0, 1))
-    pipeline.generate(first, seed=1)
+    cycled = [prompts[i % len(prompts)] for i in range(2 * batch)]
+    pipeline.generate(cycled[:batch], seed=1)
     start = time.perf_counter()
-    np.asarray(pipeline.generate(second, seed=0))
+    np.asarray(pipeline.generate(cycled[batch:], seed=0))
     return (time.perf_counter() - start) / batch
 
 

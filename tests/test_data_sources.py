@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,10 +245,17 @@ def test_prepare_script_offline_exits_with_the_message(tmp_path, monkeypatch, ca
 
 
 def test_reachable_is_bounded_in_time(monkeypatch):
-    monkeypatch.setattr(tfds_sources.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    released = threading.Event()
+
+    def hung_lookup(*args, **kwargs):
+        released.wait(30)
+        raise OSError("the probe gave up")
+
+    monkeypatch.setattr(tfds_sources.socket, "create_connection", hung_lookup)
     start = time.perf_counter()
     assert not tfds_sources._reachable("example.org", timeout=0.2)
     assert time.perf_counter() - start < 2
+    released.set()  # the probe thread ends the way a real timeout does, not with an unhandled error
 
 
 def test_unknown_dataset_or_split():
