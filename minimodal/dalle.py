@@ -66,7 +66,7 @@ class Config(TrainConfig):
     candidates: int = 8  # CLIP reranking: samples drawn per prompt
     clip_workdir: str = ""  # a trained CLIP for reranking in `evaluate` ("" = no reranking)
     # training: batch 32 runs 13% more sequences per second on the CPU than 64, so more, smaller steps;
-    # lr 4e-3 (800-step sweep, bench/results/dalle.md: image CE 1.63 / 1.30 / 1.16 / 1.14 at 1e-3 / 2e-3 / 4e-3 / 8e-3)
+    # lr 4e-3 from an 800-step sweep over 1e-3 .. 8e-3 (1e-3 ended 7 points lower; bench/results/dalle.md)
     n_train: int = 40_000
     steps: int = 3000
     batch_size: int = 32
@@ -191,29 +191,35 @@ def family_loss_fn(model, batch, rng):
 
 
 # ----------------------------------------------------------------------------------------- sampling
-def top_k_filter(logits_BV: jax.Array, k: Any) -> jax.Array:
-    """Keep the k largest logits per row (ties with the k-th kept too), the rest -> -inf; k <= 0 keeps all."""
-    V = logits_BV.shape[-1]
-    kth_B1 = jnp.sort(logits_BV, axis=-1)[:, ::-1][:, jnp.clip(k - 1, 0, V - 1)][:, None]
-    return jnp.where((k <= 0) | (logits_BV >= kth_B1), logits_BV, -jnp.inf)
+def top_k_filter(logits_BV: jax.Array, k: int) -> jax.Array:
+    """Keep the k largest logits per row (ties with the k-th kept too), the rest -> -inf; k <= 0 keeps all.
+    k is a Python int (it sets a shape)."""
+    if k <= 0:
+        return logits_BV
+    kth_B1 = jax.lax.top_k(logits_BV, min(k, logits_BV.shape[-1]))[0][:, -1:]
+    return jnp.where(logits_BV >= kth_B1, logits_BV, -jnp.inf)
 
 
-def top_p_filter(logits_BV: jax.Array, p: Any) -> jax.Array:
+def top_p_filter(logits_BV: jax.Array, p: float) -> jax.Array:
     """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches p.
 
     A token is kept iff the probability of the tokens strictly more likely than it is < p (so the most
     likely token always stays); p >= 1 keeps all."""
+    if p >= 1:
+        return logits_BV
     order_BV = jnp.argsort(-logits_BV, axis=-1)
     probs_BV = jax.nn.softmax(jnp.take_along_axis(logits_BV, order_BV, -1), axis=-1)
     before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV  # mass of the more likely tokens
-    keep_sorted_BV = (before_BV < p) | (p >= 1)
+    keep_sorted_BV = before_BV < p
     keep_BV = jnp.zeros_like(keep_sorted_BV).at[jnp.arange(logits_BV.shape[0])[:, None], order_BV].set(
         keep_sorted_BV)
     return jnp.where(keep_BV, logits_BV, -jnp.inf)
 
 
-def sample_logits(rng: jax.Array, logits_BV: jax.Array, temperature, top_k, top_p) -> jax.Array:
-    """One token per row from softmax(filter(logits / temperature)) -> int32 (B,)."""
+def sample_logits(rng: jax.Array, logits_BV: jax.Array, temperature, top_k: int, top_p: float) -> jax.Array:
+    """One token per row from softmax(filter(logits / temperature)) -> int32 (B,). top_k and top_p are
+    Python numbers: an inactive filter (k = 0, p = 1) is left out of the compiled step, not run as a no-op
+    (on a CPU the two sorts cost more than the rest of a cached decoding step)."""
     logits_BV = top_p_filter(top_k_filter(logits_BV.astype(jnp.float32) / temperature, top_k), top_p)
     return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
 
@@ -279,7 +285,7 @@ def sample_tokens_uncached(model: DalleTransformer, text_BT: jax.Array, rng: jax
     return jax.lax.fori_loop(0, N, step, jnp.zeros((B, N), jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "guided", "cached"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p", "guided", "cached"))
 def _sample_jit(graphdef, state, text_BT, rng, temperature, top_k, top_p, guidance, guided, cached):
     model = nnx.merge(graphdef, state)
     sampler = sample_tokens_cached if cached else sample_tokens_uncached
@@ -295,7 +301,7 @@ def sample(model: DalleTransformer, text_BT, rng: jax.Array, *, temperature: flo
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     graphdef, state = nnx.split(model)
     image_BN = _sample_jit(graphdef, state, jnp.asarray(text_BT, jnp.int32), rng, jnp.float32(temperature),
-                           jnp.int32(top_k), jnp.float32(top_p), jnp.float32(guidance),
+                           int(top_k), float(top_p), jnp.float32(guidance),
                            guided=guidance != 1.0, cached=cached)
     return image_BN.reshape(-1, model.grid, model.grid)
 

@@ -110,7 +110,7 @@ assert tokenizer.decode(tokenizer.encode("a large red circle at the top left")) 
 # ## The whole pipeline, once
 # `minimodal tour` trains a CLIP, an image tokenizer + DALL-E transformer and a DDPM on shapes, then grades
 # what the generators draw. On a CPU we run its short version (`--fast`); `make tour` runs the full one
-# (27.5 minutes on a 2-core CPU) and writes the same report; on a GPU or TPU this lesson runs the full one. Each stage resumes if its work directory
+# (27.0 minutes on a 2-core CPU) and writes the same report; on a GPU or TPU this lesson runs the full one. Each stage resumes if its work directory
 # already holds a finished run.
 
 # %%

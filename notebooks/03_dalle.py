@@ -192,8 +192,8 @@ for name, (temperature, top_k, top_p) in settings.items():
 
 # %% [markdown]
 # **Which prompts fail?** Split the default setting's grades by the shape the prompt asks for. On the
-# default checkpoint crosses fail far more often than the other shapes (bench/results/dalle.md: 30% right
-# against 83–100%), although the VQ-VAE reconstructs real crosses perfectly: the transformer has
+# default checkpoint crosses fail far more often than the other shapes (bench/results/dalle.md: 49% right
+# against 86–98%), although the VQ-VAE reconstructs real crosses perfectly: the transformer has
 # to line up the thin arms across several tokens, one token at a time.
 
 # %%
