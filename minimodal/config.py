@@ -130,9 +130,9 @@ def check_training_values(config: TrainConfig) -> None:
         raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
-def incompatible_keys(old: Any, new: Any) -> list[str]:
+def incompatible_keys(old: TrainConfig, new: TrainConfig) -> list[str]:
     """Keys whose values differ between two configs, other than those a resumed run may change
     (`RESUMABLE_KEYS` and the family's `sampling_keys`)."""
     a, b = to_dict(old), to_dict(new)
-    may_change = RESUMABLE_KEYS | getattr(new, "sampling_keys", frozenset())
+    may_change = RESUMABLE_KEYS | new.sampling_keys
     return sorted(k for k in a.keys() | b.keys() if k not in may_change and a.get(k) != b.get(k))

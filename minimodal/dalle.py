@@ -294,7 +294,8 @@ def _sample_jit(graphdef, state, text_BT, rng, temperature, top_k, top_p, guidan
 
 def sample(model: DalleTransformer, text_BT, rng: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, guidance: float = 1.0, cached: bool = True) -> jax.Array:
-    """Compiled sampling of image tokens int32 (B, h, w) for caption tokens (B, T)."""
+    """Compiled sampling of image tokens int32 (B, h, w) for caption tokens (B, T). top_k and top_p are
+    compiled in (an inactive filter costs nothing), so each new value of either compiles the sampler once."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not 0 < top_p <= 1:
