@@ -1,22 +1,29 @@
 # Two commands do all the set-up on a fresh machine:
 #   make tour   -> trains CLIP, DALL-E and DDPM on `shapes` end to end and writes runs/tour/report.html
 #   make test   -> the test suite (fast; `make test-slow` for the training-to-target tests)
+#   make lessons -> executes every lesson in full mode (training what it names) and writes its outputs
+#   make site    -> the executed lessons as static HTML in site/ (index.html), maths rendered offline
 # Each creates (once) and reuses a local virtual environment in .venv.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DOCS   := $(VENV)/.installed-docs
 # Multi-device tests run on 8 forced host devices; single-device code paths are tested too.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: tour tour-fast test test-slow bench lint notebooks clean
+.PHONY: tour tour-fast test test-slow bench lint notebooks lessons site clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+$(DOCS): $(STAMP)
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $(DOCS)
 
 tour: $(STAMP)
 	$(BIN)/minimodal tour --workdir runs/tour
@@ -36,8 +43,15 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check minimodal tests bench data_scripts
 
+# Syncs each .ipynb with its edited .py source, keeping the outputs of unchanged cells (`make lessons` refreshes them).
 notebooks: $(STAMP)
-	$(BIN)/jupytext --to ipynb notebooks/*.py
+	$(BIN)/jupytext --to ipynb --update notebooks/*.py
+
+lessons: $(STAMP)
+	$(BIN)/python -m minimodal.publish lessons
+
+site: $(DOCS)
+	$(BIN)/python -m minimodal.publish site site
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
