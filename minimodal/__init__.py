@@ -8,15 +8,15 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 
-def load(workdir: str | Path):
-    """The trained model's pipeline from a work directory alone.
+def load(workdir: str | Path, step: int | None = None):
+    """The trained model's pipeline from a work directory alone, from its newest intact checkpoint (or `step`).
 
     CLIP -> `embed_images(uint8 (N,H,W,3)) -> (N, D)`, `embed_texts(list[str]) -> (N, D)`;
     generators (DALL-E, DDPM) -> `generate(prompts, seed=0, **options) -> uint8 (N, H, W, 3)`.
     """
     from minimodal.train import load_model
 
-    family, model, config, tokenizer = load_model(workdir)
+    family, model, config, tokenizer = load_model(workdir, step)
     if family.pipeline is None:
         raise ValueError(f"{family.name} models have no pipeline; use minimodal.train.load_model")
     return family.pipeline(model, config, tokenizer, Path(workdir))

@@ -56,34 +56,47 @@ def _config_for(family, workdir: Path, preset: str | None, data: str | None, ove
     return configlib.override(base, overrides)
 
 
+def _start_distributed(args) -> None:
+    """`--coordinator/--num-processes/--process-id` or `--distributed`: one process of a multi-process run."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or any(v is not None for v in explicit):
+        from minimodal import distributed
+
+        distributed.initialize(*explicit, auto=args.distributed and not any(v is not None for v in explicit))
+
+
 def cmd_train(args) -> int:
-    from minimodal import train
+    from minimodal import distributed, train
     from minimodal.models import get_family
 
+    _start_distributed(args)
     family = get_family(args.model)
     workdir = Path(args.workdir)
     config = _config_for(family, workdir, args.preset, args.data, args.overrides)
     trained = train.fit(family, config, workdir, progress=not args.quiet)
+    if not distributed.is_primary():
+        return 0
     train.plot_loss(workdir)
     print(f"trained {family.name} to step {trained.step} in {workdir} "
           f"({trained.seconds:.0f} s of training); loss curve: {workdir / 'loss.png'}")
     return 0
 
 
-def _load(model: str | None, workdir: str):
+def _load(model: str | None, workdir: str, step: int | None = None):
     from minimodal import train
 
     owner = train.saved_model_name(workdir)
     if model is not None and owner is not None and owner != model:
         raise ValueError(f"{workdir} holds a {owner!r} model, not {model!r}")
-    return train.load_model(workdir)
+    return train.load_model(workdir, step)
 
 
 def cmd_eval(args) -> int:
-    family, model, config, tokenizer = _load(args.model, args.workdir)
+    family, model, config, tokenizer = _load(args.model, args.workdir, args.step)
+    config = configlib.override(config, args.overrides)
+    configlib.check_training_values(config)
     if family.evaluate is None:
         raise ValueError(f"{family.name} has no evaluation")
-    config = configlib.override(config, args.overrides)
     print(json.dumps(family.evaluate(model, config, tokenizer, Path(args.workdir)), indent=2))
     return 0
 
@@ -91,12 +104,20 @@ def cmd_eval(args) -> int:
 def cmd_sample(args) -> int:
     from minimodal.viz import film_strip, save_grid
 
-    family, model, config, tokenizer = _load(args.model, args.workdir)
+    options = _options(args.options)
+    for flag in ("seed", "prompts"):
+        if flag in options:
+            raise ValueError(f"{flag}= is not a sampler option here: use --{flag.rstrip('s')}")
+    if args.n < 1:
+        raise ValueError(f"-n (images per prompt) must be at least 1, got {args.n}")
+    if not all(p.strip() for p in args.prompt):
+        raise ValueError("--prompt must not be empty")
+    family, model, config, tokenizer = _load(args.model, args.workdir, args.step)
     pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
     if not hasattr(pipeline, "generate"):
         raise ValueError(f"{family.name} is not a generator: it has no generate()")
     prompts = [p for p in args.prompt for _ in range(args.n)]
-    images = pipeline.generate(prompts, seed=args.seed, **_options(args.options))
+    images = pipeline.generate(prompts, seed=args.seed, **options)
     out = Path(args.out or Path(args.workdir) / "samples" / "sample.png")
     if isinstance(images, tuple):  # (images, trajectory (S, N, H, W, 3)) with return_trajectory=true
         images, film = images
@@ -149,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="named config (default: 'default', or the saved one when resuming)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=2000 lr=3e-4")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="several processes: process 0's address")
+    p.add_argument("--num-processes", type=int, metavar="N", help="several processes: how many in all")
+    p.add_argument("--process-id", type=int, metavar="I", help="several processes: this one's index, 0..N-1")
+    p.add_argument("--distributed", action="store_true",
+                   help="several processes, found by JAX's cluster auto-detection (SLURM, Open MPI, TPU pods)")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("sample", help="draw images for prompts with a trained generator, as a PNG grid")
@@ -158,12 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=8, help="images per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default WORKDIR/samples/sample.png)")
+    p.add_argument("--step", type=int, help="the checkpoint to use (default: the newest intact one)")
     p.add_argument("options", nargs="*", metavar="key=value", help="sampler options, e.g. guidance=3 steps=50")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("eval", help="print a trained model's metrics as one JSON object")
     p.add_argument("model", nargs="?")
     p.add_argument("--workdir", required=True)
+    p.add_argument("--step", type=int, help="the checkpoint to use (default: the newest intact one)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(run=cmd_eval)
 
@@ -188,10 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from minimodal.checkpoints import CheckpointWriteError
     from minimodal.train import TrainingDiverged, WorkdirMismatch
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)  # key=value pairs may follow --options too
+    if "=" in (getattr(args, "model", None) or ""):  # `sample --workdir D guidance=3`: no model name given
+        extra.insert(0, args.model)
+        args.model = None
     leftovers = [e for e in extra if e.startswith("-") or "=" not in e]
     if leftovers or (extra and not hasattr(args, "overrides") and not hasattr(args, "options")):
         parser.error(f"unrecognized arguments: {' '.join(leftovers or extra)}")
@@ -200,10 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, [*getattr(args, name), *extra])
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, WorkdirMismatch, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, WorkdirMismatch, TrainingDiverged, CheckpointWriteError) as error:
         if os.environ.get("MINIMODAL_DEBUG"):
             raise
         print(f"minimodal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # disk full, read-only or vanished files outside a checkpoint write
+        if os.environ.get("MINIMODAL_DEBUG"):
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"minimodal {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         print(f"minimodal {args.command}: {stop or 'interrupted'}", file=sys.stderr)

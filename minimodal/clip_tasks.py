@@ -173,6 +173,8 @@ def search(pipeline: ClipPipeline, images: np.ndarray | str | Path, query: str,
     """
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"search needs a non-empty text query, got {query!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"search: k (the number of matches) must be a positive integer, got {k!r}")
     if isinstance(images, (str, Path)):
         images, names = image_folder(images, pipeline.config.image_size)
     else:

@@ -7,7 +7,11 @@ Every family's `Config` subclasses `TrainConfig`, so every model accepts the sam
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
+import numbers
+import types
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
@@ -105,13 +109,76 @@ def save(config: Any, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
 
 
+class ConfigFileError(ValueError):
+    """A config file is missing, is not JSON, or holds an unknown key or a value of the wrong type."""
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _has_type(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (int, float, str, bool, tuple[int, ...], X | None)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def checked_options(method):
+    """Check a pipeline method's keyword options at the boundary, before any work: an unknown name is an
+    error listing the valid ones, a value of the wrong type one naming the option and the type it needs.
+    (Ranges are the method's own checks.)"""
+    signature = inspect.signature(method)
+    valid = [n for n, p in signature.parameters.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
+
+    @functools.wraps(method)
+    def checked(*args, **options):
+        hints = typing.get_type_hints(method)
+        for name, value in options.items():
+            if name not in signature.parameters:
+                raise ValueError(f"unknown option {name!r} for {method.__qualname__}; valid options: "
+                                 f"{', '.join(valid)}")
+            if name in hints and not _has_type(value, hints[name]):
+                raise ValueError(f"option {name!r} must be {_type_name(hints[name])}, got {value!r}")
+        return method(*args, **options)
+
+    return checked
+
+
 def load(cls: type[C], path: str | Path) -> C:
-    values = json.loads(Path(path).read_text())
-    known = {f.name for f in dataclasses.fields(cls)}
+    """A config from its JSON file. An unknown key or a value of the wrong type is a `ConfigFileError`
+    naming the file and the key; keys the file lacks take the defaults (files of older versions)."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path} is missing (the {cls.__name__} the model was trained with)") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigFileError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"{path} must hold a JSON object of config keys, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v
-              for k, v in values.items() if k in known}
-    return cls(**kwargs)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigFileError(f"{path}: unknown config key {key!r} for {cls.__name__}; remove it or fix its "
+                                  f"spelling (valid keys: {', '.join(sorted(fields))})")
+        if not _has_type(value, hints[key]):
+            raise ConfigFileError(f"{path}: config key {key!r} must be {_type_name(hints[key])}, "
+                                  f"got {json.dumps(value)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else float(v) if hints[k] is float else v
+                  for k, v in values.items()})
 
 
 def check_training_values(config: TrainConfig) -> None:

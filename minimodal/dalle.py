@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from minimodal import vqvae
-from minimodal.config import TrainConfig, override
+from minimodal.config import TrainConfig, checked_options, override
 from minimodal.data import load_examples
 from minimodal.nn.attention import causal_mask
 from minimodal.nn.transformer import Transformer
@@ -361,6 +361,7 @@ class Pipeline:
     tokenizer: Any
     image_tokenizer: vqvae.Pipeline
 
+    @checked_options
     def generate(self, prompts: list[str], seed: int = 0, *, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
                  rerank_with: Any = None, candidates: int | None = None) -> np.ndarray:
@@ -368,6 +369,12 @@ class Pipeline:
         `candidates` images per prompt and keeps the one whose CLIP embedding is closest to the prompt's."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
             raise ValueError("prompts must be a non-empty list of strings")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: no top-k filter), got {top_k}")
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        if guidance is not None and guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
         c = self.config
         options = dict(temperature=c.temperature if temperature is None else temperature,
                        top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,

@@ -32,7 +32,7 @@ from flax import nnx
 
 from minimodal import diffusion
 from minimodal.clip import TextEncoder
-from minimodal.config import TrainConfig
+from minimodal.config import TrainConfig, checked_options
 from minimodal.data import denormalize_images, load_examples
 from minimodal.nn.unet import UNet
 from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -215,6 +215,12 @@ def sample(model: DDPM, tokenizer: Any, prompts: Sequence[str] | int, key: jax.A
     sampler = sampler or config.sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}; choose one of {SAMPLERS}")
+    if steps is not None and not 1 <= steps <= config.diffusion_steps:
+        raise ValueError(f"steps must be in [1, {config.diffusion_steps}] (the model's diffusion steps), got {steps}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: as noisy as ancestral), got {eta}")
+    if guidance is not None and guidance < 0:
+        raise ValueError(f"guidance must be >= 0 (0: unconditional, 1: conditional, > 1: guided), got {guidance}")
     steps = config.diffusion_steps if sampler == "ancestral" else (steps or config.sample_steps)
     guidance = config.guidance if guidance is None else guidance
     if isinstance(prompts, (int, np.integer)):
@@ -254,6 +260,7 @@ class Pipeline:
     def __init__(self, model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | None = None):
         self.model, self.config, self.tokenizer, self.workdir = model, config, tokenizer, workdir
 
+    @checked_options
     def generate(self, prompts: Sequence[str] | int, seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, eta: float = 0.0,
                  return_trajectory: bool = False):

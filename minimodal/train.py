@@ -14,6 +14,7 @@ Flax API: NNX (`flax.nnx`), Flax's recommended API for new code. The model is sp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,14 +27,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from minimodal import config as configlib
+from minimodal import distributed
+from minimodal.checkpoints import CheckpointDamaged, Checkpoints
 from minimodal.config import TrainConfig
 from minimodal.tokenizer import Tokenizer
+from minimodal.workdir import (CONFIG_FILE, METRICS_FILE, RUN_FILE, TOKENIZER_FILE, TrainingLock, WorkdirError,
+                               model_name, read_tokenizer)
 
 logging.getLogger("absl").setLevel(logging.WARNING)
 
@@ -86,13 +90,9 @@ class Trained:
 
 # ----------------------------------------------------------------------------- work directory
 
-RUN_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE = "run.json", "config.json", "tokenizer.json", "metrics.jsonl"
-
-
 def saved_model_name(workdir: str | Path) -> str | None:
     """The model family a work directory was made by, or None for a new directory."""
-    run = Path(workdir) / RUN_FILE
-    return json.loads(run.read_text())["model"] if run.exists() else None
+    return model_name(workdir)
 
 
 def saved_config(family: Family, workdir: str | Path) -> TrainConfig | None:
@@ -100,11 +100,18 @@ def saved_config(family: Family, workdir: str | Path) -> TrainConfig | None:
     return configlib.load(family.config_class, path) if path.exists() else None
 
 
-def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
-    """Write run.json + config.json to a new work directory; refuse one made by another model/config."""
+def _check_workdir_fits(family: Family, config: TrainConfig, workdir: Path) -> None:
+    """Refuse a work directory made by another model or with an incompatible config (reads only)."""
     owner = saved_model_name(workdir)
     if owner is not None and owner != family.name:
         raise WorkdirMismatch(f"{workdir} holds a {owner!r} run, not {family.name!r}: choose another --workdir")
+    if _checkpoints(workdir, 1).steps():  # resuming needs the exact config and tokenizer the run began with
+        for name in (CONFIG_FILE, TOKENIZER_FILE):
+            if not (workdir / name).exists():
+                raise WorkdirError(f"{workdir / name} is missing but {workdir} holds checkpoints trained with it; "
+                                   "restore it from a copy, or choose a new --workdir")
+    if (workdir / TOKENIZER_FILE).exists():
+        read_tokenizer(workdir)  # a damaged one is named now, before any data is loaded
     old = saved_config(family, workdir)
     if old is not None:
         changed = configlib.incompatible_keys(old, config)
@@ -112,7 +119,10 @@ def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
             diffs = ", ".join(f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}" for k in changed)
             raise WorkdirMismatch(f"{workdir} was trained with another config ({diffs}); resume with the "
                                   "saved settings or choose a new --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
+
+
+def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
+    """Write run.json + config.json (the lock is held)."""
     (workdir / RUN_FILE).write_text(json.dumps({"model": family.name}) + "\n")
     configlib.save(config, workdir / CONFIG_FILE)
 
@@ -120,7 +130,7 @@ def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
 def _tokenizer_for(workdir: Path, captions: Sequence[str], vocab_size: int) -> Tokenizer:
     path = workdir / TOKENIZER_FILE
     if path.exists():
-        return Tokenizer.load(path)
+        return read_tokenizer(workdir)
     tokenizer = Tokenizer.train(list(captions), vocab_size)
     tokenizer.save(path)
     return tokenizer
@@ -187,14 +197,8 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _checkpoint_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max(keep, 1), create=True,
-                                           enable_async_checkpointing=False)
-    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
-
-
-def _restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
-    return manager.restore(step, args=ocp.args.StandardRestore(target))
+def _checkpoints(workdir: Path, keep: int) -> Checkpoints:
+    return Checkpoints(workdir / "checkpoints", keep, say=distributed.say)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -219,37 +223,47 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {mesh.size} devices "
                          "the batch is split over")
-    _claim_workdir(family, config, workdir)
-    if examples is None:
-        examples = load_examples(config.data, "train", config.n_train, config.image_size, config.seed)
-    if tokenizer is None:
-        tokenizer = _tokenizer_for(workdir, examples["captions"], config.vocab_size)
-    elif not (workdir / TOKENIZER_FILE).exists():
-        tokenizer.save(workdir / TOKENIZER_FILE)
-    if family.prepare is not None:
-        examples = family.prepare(config, examples, tokenizer, workdir)
+    distributed.check_same_settings({"model": family.name, "workdir": str(workdir), **configlib.to_dict(config)})
+    _check_workdir_fits(family, config, workdir)
+    primary = distributed.is_primary()
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+    with TrainingLock(workdir, say=distributed.say) if primary else contextlib.nullcontext():
+        if primary:
+            _claim_workdir(family, config, workdir)
+        if examples is None:
+            examples = load_examples(config.data, "train", config.n_train, config.image_size, config.seed)
+        if tokenizer is None and primary:
+            tokenizer = _tokenizer_for(workdir, examples["captions"], config.vocab_size)
+        elif primary and not (workdir / TOKENIZER_FILE).exists():
+            tokenizer.save(workdir / TOKENIZER_FILE)
+        distributed.barrier("minimodal_workdir_claimed")
+        tokenizer = tokenizer or read_tokenizer(workdir)
+        if family.prepare is not None:
+            examples = family.prepare(config, examples, tokenizer, workdir)
 
-    replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
-    model = family.build(config, tokenizer, nnx.Rngs(config.seed))
-    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
-    start = manager.latest_step() or 0
-    if not start and family.warm_start is not None:
-        family.warm_start(model, config, tokenizer)
-    tx = make_optimizer(config)
-    graphdef, state = _initial_state(model, tx, config)
-    state = jax.device_put(state, replicated)
-    if start:
-        state = _restore(manager, start, state)
-    step_fn = jax.jit(make_train_step(family, graphdef, tx, config), donate_argnums=0,
-                      out_shardings=(replicated, replicated))
+        replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
+        model = family.build(config, tokenizer, nnx.Rngs(config.seed))
+        checkpoints = _checkpoints(workdir, config.keep_checkpoints)
+        if not checkpoints.steps() and family.warm_start is not None:
+            family.warm_start(model, config, tokenizer)
+        tx = make_optimizer(config)
+        graphdef, state = _initial_state(model, tx, config)
+        state = jax.device_put(state, replicated)
+        start, restored = checkpoints.restore_newest(state, set_damaged_aside=True)
+        if start:
+            state = restored
+            distributed.say(f"resuming {workdir} from step {start}")
+        step_fn = jax.jit(make_train_step(family, graphdef, tx, config), donate_argnums=0,
+                          out_shardings=(replicated, replicated))
 
-    stop = _StopFlag()
-    state, seconds = _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, manager,
-                                state, start, stop, progress)
-    manager.close()
+        stop = _StopFlag()
+        state, seconds = _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, checkpoints,
+                                    state, start, stop, progress and primary)
     if stop.requested:
         raise KeyboardInterrupt(f"interrupted: checkpoint saved at step {int(state['step'])} in {workdir}")
+    state = distributed.local_copy(state)
     return Trained(_current_model(graphdef, state), config, tokenizer, workdir, int(state["step"]), seconds)
 
 
@@ -274,7 +288,7 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, manager, state, start, stop,
+def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, checkpoints, state, start, stop,
                progress) -> tuple[dict[str, Any], float]:
     """Run steps [start, config.steps) unless stopped; returns (state, seconds of steady-state training)."""
     metrics_file = workdir / METRICS_FILE
@@ -290,7 +304,7 @@ def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, m
             pending.append(metrics)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                _check_finite(state, manager, workdir)
+                _check_finite(state, checkpoints, workdir)
                 row = {k: float(v) for k, v in jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending).items()}
                 now = time.perf_counter()
                 row = {"step": done, **row, "steps_per_sec": len(pending) / (now - t_log), "time": time.time()}
@@ -298,38 +312,38 @@ def _run_steps(family, config, workdir, graphdef, tokenizer, batches, step_fn, m
                     t_train += now - t_log
                 logged += 1
                 t_log, pending = now, []
-                with metrics_file.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                if distributed.is_primary():
+                    with metrics_file.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             bar.update(1)
             if done % config.checkpoint_every == 0 and done != config.steps:
-                _save(manager, state, workdir)
+                _save(checkpoints, state, workdir)
             if config.sample_every and done % config.sample_every == 0:
                 _write_samples(family, config, graphdef, tokenizer, state, workdir)
             if config.eval_every and done % config.eval_every == 0:
                 _write_eval(family, config, graphdef, tokenizer, state, workdir)
     bar.close()
     final_step = int(state["step"])
-    if final_step > (manager.latest_step() or 0):
-        _save(manager, state, workdir)
+    if final_step > (checkpoints.latest_step() or 0):
+        _save(checkpoints, state, workdir)
     if final_step == config.steps and not stop.requested and family.sample_grid is not None:
         _write_samples(family, config, graphdef, tokenizer, state, workdir)
     return state, t_train
 
 
-def _check_finite(state, manager: ocp.CheckpointManager, workdir: Path) -> None:
+def _check_finite(state, checkpoints: Checkpoints, workdir: Path) -> None:
     bad = int(state["bad_step"])
     if bad >= 0:
-        last = manager.latest_step()
+        last = checkpoints.latest_step()
         kept = f"the last good checkpoint (step {last}) is kept in {workdir}" if last else "no checkpoint was saved"
         raise TrainingDiverged(f"loss became NaN/Inf at step {bad + 1}; training stopped and {kept}. "
                                "Try a lower lr or stronger gradient clipping (grad_clip=...).")
 
 
-def _save(manager: ocp.CheckpointManager, state, workdir: Path) -> None:
-    _check_finite(state, manager, workdir)
-    manager.save(int(state["step"]), args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
+def _save(checkpoints: Checkpoints, state, workdir: Path) -> None:
+    _check_finite(state, checkpoints, workdir)
+    checkpoints.save(int(state["step"]), state)
 
 
 def _current_model(graphdef, state) -> nnx.Module:
@@ -339,8 +353,9 @@ def _current_model(graphdef, state) -> nnx.Module:
 def _write_samples(family, config, graphdef, tokenizer, state, workdir: Path) -> None:
     from minimodal.viz import save_grid
 
-    if family.sample_grid is None:
+    if family.sample_grid is None or not distributed.is_primary():
         return
+    state = distributed.local_copy(state)
     step = int(state["step"])
     images = family.sample_grid(_current_model(graphdef, state), config, tokenizer,
                                 jax.random.fold_in(jax.random.key(config.seed + 1), step), workdir)
@@ -348,8 +363,9 @@ def _write_samples(family, config, graphdef, tokenizer, state, workdir: Path) ->
 
 
 def _write_eval(family, config, graphdef, tokenizer, state, workdir: Path) -> None:
-    if family.evaluate is None:
+    if family.evaluate is None or not distributed.is_primary():
         return
+    state = distributed.local_copy(state)
     results = family.evaluate(_current_model(graphdef, state), config, tokenizer, workdir)
     with (workdir / "eval.jsonl").open("a") as f:
         f.write(json.dumps({"step": int(state["step"]), **{k: float(v) for k, v in results.items()}}) + "\n")
@@ -369,22 +385,36 @@ def load_model(workdir: str | Path, step: int | None = None) -> tuple[Family, nn
         raise FileNotFoundError(f"{workdir} is not a minimodal work directory (no {RUN_FILE}); "
                                 "train one with `minimodal train MODEL --workdir DIR`")
     family = get_family(name)
-    config = saved_config(family, workdir)
-    tokenizer = Tokenizer.load(workdir / TOKENIZER_FILE)
+    config = configlib.load(family.config_class, workdir / CONFIG_FILE)
+    tokenizer = read_tokenizer(workdir)
     model = family.build(config, tokenizer, nnx.Rngs(config.seed))
-    tx = make_optimizer(config)
-    graphdef, state = _initial_state(model, tx, config)
-    manager = _checkpoint_manager(workdir, config.keep_checkpoints)
-    saved = manager.all_steps()
+    graphdef, state = _initial_state(model, make_optimizer(config), config)
+    checkpoints = _checkpoints(workdir, config.keep_checkpoints)
+    saved = checkpoints.steps()
     if not saved:
         raise FileNotFoundError(f"{workdir} has no checkpoint yet; train it first")
     if step is None:
-        step = max(saved)
+        step, state = checkpoints.restore_newest(state, set_damaged_aside=False)
     elif step not in saved:
-        raise FileNotFoundError(f"{workdir} has no checkpoint at step {step}; it has {sorted(saved)}")
-    state = _restore(manager, step, state)
-    manager.close()
+        raise FileNotFoundError(f"{workdir} has no checkpoint at step {step}; it has {saved}")
+    else:
+        try:
+            state = checkpoints.restore(step, state)
+        except CheckpointDamaged as damage:
+            intact = [s for s in saved if s != step and _intact(checkpoints, s)]
+            choice = (f"the intact one(s): {intact} (or no step for the newest intact one)" if intact
+                      else "none of the others is intact either")
+            raise CheckpointDamaged(step, damage.file, f"{damage.why}; choose another step of {workdir}: "
+                                    f"{choice}") from None
     return family, _current_model(graphdef, state), config, tokenizer
+
+
+def _intact(checkpoints: Checkpoints, step: int) -> bool:
+    try:
+        checkpoints.verify(step)
+    except CheckpointDamaged:
+        return False
+    return True
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:

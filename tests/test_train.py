@@ -1,13 +1,10 @@
-"""The one training loop: learning, files, resumption (bitwise after SIGKILL), devices, failures."""
+"""The one training loop: learning, files, resumption, devices, failures (faults: tests/test_faults.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -84,48 +81,7 @@ def test_warm_start_sets_weights_of_a_fresh_run_only(tmp_path):
     assert calls == [1]
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
-    import numpy as np, jax
-    from flax import nnx
-    sys.path.insert(0, {tests!r})
-    from minimodal import train
-    from minimodal.data import pipeline
-    from toy_family import FAMILY, ToyConfig, toy_examples
-    workdir, kill_at = sys.argv[1], int(sys.argv[2])
-    batch = pipeline.Batches.batch
-    def batch_or_die(self, step):
-        if step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return batch(self, step)
-    pipeline.Batches.batch = batch_or_die
-    trained = train.fit(FAMILY, ToyConfig(steps=40), workdir, examples=toy_examples(), progress=False)
-    leaves = jax.tree.leaves(nnx.state(trained.model, nnx.Param))
-    np.savez(os.path.join(workdir, "final.npz"), *[np.asarray(x) for x in leaves])
-""")
-
-
-def test_sigkill_then_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(TESTS)))
-    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-
-    def run(workdir, kill_at):
-        return subprocess.run([sys.executable, str(script), str(workdir), str(kill_at)], env=env,
-                              capture_output=True, text=True, timeout=300)
-
-    killed = run(tmp_path / "a", kill_at=25)  # dies after the step-20 checkpoint, mid-way to step 30
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not (tmp_path / "a" / "final.npz").exists()
-    resumed = run(tmp_path / "a", kill_at=-1)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = run(tmp_path / "b", kill_at=-1)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    a, b = np.load(tmp_path / "a" / "final.npz"), np.load(tmp_path / "b" / "final.npz")
-    for key in b.files:
-        np.testing.assert_array_equal(a[key], b[key])
-    losses = lambda d: [r["loss"] for r in train.read_metrics(d)]  # noqa: E731
-    assert losses(tmp_path / "a")[-2:] == losses(tmp_path / "b")[-2:]
+# SIGKILL at random points (inside checkpoint writes too) -> bitwise resumption: tests/test_faults.py
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
