@@ -69,12 +69,26 @@ def _shrink_png(data: str) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+def _merge_streams(outputs: list) -> list:
+    """Consecutive writes to one stream as one output, as Jupyter shows them (a progress bar is many writes)."""
+    merged = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if output.output_type == "stream" and previous is not None and previous.output_type == "stream" \
+                and previous.name == output.name:
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
+
+
 def trim_outputs(notebook) -> None:
     """Make the outputs small enough to commit: text trimmed, figures downscaled, timing metadata dropped."""
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
         cell.metadata.pop("execution", None)
+        cell.outputs = _merge_streams(cell.outputs)
         for output in cell.outputs:
             if output.output_type == "stream":
                 output.text = _trim_text(output.text, MAX_LINES[output.name])
