@@ -1,4 +1,4 @@
-"""`minimodal train|sample|eval|search|plot|tour ...` (also `python -m minimodal`)."""
+"""`minimodal train|sample|eval|search|transcribe|plot|tour ...` (also `python -m minimodal`)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,20 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_transcribe(args) -> int:
+    options = [a for a in args.files if "=" in a and not Path(a).exists()]  # key=value options follow the files
+    files = [a for a in args.files if a not in options]
+    if not files:
+        raise ValueError("give at least one WAV file to transcribe")
+    family, model, config, tokenizer = _load(None, args.workdir, args.step)
+    pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
+    if not hasattr(pipeline, "transcribe"):
+        raise ValueError(f"{family.name} does not transcribe speech: give a whisper work directory")
+    for path, text in zip(files, pipeline.transcribe(files, **_options(options))):
+        print(f"{path}\t{text}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from minimodal import train
 
@@ -202,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=8)
     p.add_argument("--out", help="write the top matches as a PNG grid")
     p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("transcribe", help="speech to text with a trained whisper: one 'file<TAB>text' line each")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--step", type=int, help="the checkpoint to use (default: the newest intact one)")
+    p.add_argument("files", nargs="+", metavar="FILE.wav [key=value ...]",
+                   help="WAV files, then transcription options, e.g. beam_size=1 (greedy)")
+    p.set_defaults(run=cmd_transcribe)
 
     p = sub.add_parser("plot", help="plot a run's loss curve to PNG")
     p.add_argument("--workdir", required=True)

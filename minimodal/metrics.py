@@ -1,8 +1,9 @@
 """Metrics shared by the models and lessons.
 
-Caption fidelity (first): does a generated one-object `shapes` image show what its prompt asked for?
+Caption fidelity: does a generated one-object `shapes` image show what its prompt asked for?
 The exact grader `minimodal.data.shapes.read_attributes` reads colour, shape and position back from
 the pixels; an unreadable image (None) counts as wrong on every attribute.
+Speech to text: word and character error rates (edit distance over words / characters, summed over a corpus).
 """
 
 from __future__ import annotations
@@ -63,3 +64,35 @@ def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, f
 def caption_fidelity(images_uint8: Any, objects: Sequence[Any]) -> float:
     """Fraction of one-object images whose colour AND shape, read back by the grader, match the prompt."""
     return attribute_accuracy(images_uint8, objects)["both"]
+
+
+def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
+    """Levenshtein distance: the fewest substitutions, deletions and insertions turning hypothesis into
+    reference, by the row-by-row dynamic programme d[i][j] = min(d[i-1][j] + 1, d[i][j-1] + 1,
+    d[i-1][j-1] + [ref_i != hyp_j])."""
+    row = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        previous, row[0] = row[0], i
+        for j, h in enumerate(hypothesis, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
+    return row[-1]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER = Σ edit_distance(words) / Σ reference words (lower-cased, whitespace-split)."""
+    if len(references) != len(hypotheses) or not references:
+        raise ValueError(f"need as many hypotheses as references (>= 1); got {len(hypotheses)} and {len(references)}")
+    errors = sum(edit_distance(_normalise(r).split(), _normalise(h).split()) for r, h in zip(references, hypotheses))
+    return errors / max(sum(len(_normalise(r).split()) for r in references), 1)
+
+
+def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus CER = Σ edit_distance(characters) / Σ reference characters (after the same normalisation)."""
+    if len(references) != len(hypotheses) or not references:
+        raise ValueError(f"need as many hypotheses as references (>= 1); got {len(hypotheses)} and {len(references)}")
+    errors = sum(edit_distance(_normalise(r), _normalise(h)) for r, h in zip(references, hypotheses))
+    return errors / max(sum(len(_normalise(r)) for r in references), 1)

@@ -9,6 +9,8 @@ FAMILIES = {
     "vqvae": "minimodal.vqvae",
     "dalle": "minimodal.dalle",
     "ddpm": "minimodal.ddpm",
+    "assistant": "minimodal.assistant",
+    "whisper": "minimodal.whisper",
 }
 _REGISTERED = {}  # families added at run time (your own model, or the tests' toy family)
 

@@ -1,8 +1,8 @@
 """Data sources -> one example format -> one batch pipeline.
 
 `load_examples(source, split, n, image_size, seed)` returns a dict:
-    images uint8 (n, S, S, 3), captions list[str] (n), and per source: labels int32 (n,) with
-    `class_names`, or `objects` (shapes' structured attributes).
+    images uint8 (n, S, S, 3) and/or waveforms int16 (n, L) (16 kHz speech), captions list[str] (n), and per
+    source: labels int32 (n,) with `class_names`, or `objects` (shapes' structured attributes).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from minimodal.data.pipeline import Batches, denormalize_images, normalize_images
+from minimodal.data.pipeline import Batches, denormalize_images, normalize_audio, normalize_images
 
 # source name -> module that defines `examples(split, n, image_size, seed, **options) -> dict`
 SOURCES = {
@@ -20,6 +20,7 @@ SOURCES = {
     "cifar100": "minimodal.data.tfds_sources",
     "coco_captions": "minimodal.data.tfds_sources",
     "folder": "minimodal.data.folder",
+    "spoken_shapes": "minimodal.data.spoken_shapes",
 }
 
 
@@ -40,4 +41,4 @@ def load_examples(source: str, split: str = "train", n: int | None = None, image
     return module.examples(split=split, n=n, image_size=image_size, seed=seed, **options)
 
 
-__all__ = ["SOURCES", "Batches", "load_examples", "normalize_images", "denormalize_images"]
+__all__ = ["SOURCES", "Batches", "load_examples", "normalize_audio", "normalize_images", "denormalize_images"]

@@ -1,10 +1,13 @@
-"""`folder:PATH`: your own images plus a captions file, as examples.
+"""`folder:PATH`: your own images (or spoken recordings) plus a captions file, as examples.
 
 The folder holds image files (any format and mode PIL reads, in subfolders too) and exactly one of
 - `captions.jsonl`: one JSON object per line, `{"file": "cat.jpg", "caption": "a cat on a mat"}`;
 - `captions.csv`: a header row with columns `file` and `caption`, then one row per example.
 `file` is relative to the folder; a file may be listed on several lines (one example per line).
 Images become RGB (transparency over black), centre-cropped and resized to S x S.
+A folder whose captions file lists WAV files is speech instead: each recording becomes a 16 kHz mono waveform
+(any WAV rate and channel count; `minimodal.audio.read_wav`), zero-padded to the longest one, and the caption
+is its transcript: examples `waveforms` int16 (N, L) and `captions`.
 Splits: `test` holds the files whose name hashes (crc32) into the first `test_fraction` (default 0.1)
 of the hash range, `train` the others, `all` every file; so a file keeps its split when others are added.
 
@@ -27,6 +30,7 @@ from PIL import Image, ImageOps
 
 from minimodal.data.images import center_crop_resize, check_image_size
 
+AUDIO_SUFFIXES = {".wav"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 CAPTION_FILES = ("captions.jsonl", "captions.csv")
 MAX_LISTED = 20  # problems spelled out in an error message; the rest are counted
@@ -96,10 +100,16 @@ def read_captions(folder: Path) -> tuple[str, list[tuple[int, str, str]], list[s
     return name, good, problems
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files under `folder` by suffix, hidden files (e.g. macOS '._x.jpg') excluded."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+def _image_files(folder: Path, suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image (or other `suffixes`) files under `folder`, hidden files (e.g. macOS '._x.jpg') excluded."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _load_recording(path: Path, _size: int) -> np.ndarray:
+    from minimodal.audio import read_wav
+
+    return read_wav(path)
 
 
 def split_of(file: str, test_fraction: float) -> str:
@@ -117,7 +127,8 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
              path: str | Path, on_error: str = "raise", test_fraction: float = 0.1) -> dict[str, Any]:
     """The first n examples (all if None) of `split` ('train', 'test' or 'all'), in captions-file order.
 
-    Returns images uint8 (n, S, S, 3) and captions. `seed` is unused (nothing here is random).
+    Returns images uint8 (n, S, S, 3) (or, for recordings, waveforms int16 (n, L)) and captions.
+    `seed` is unused (nothing here is random).
     """
     size = check_image_size(image_size)
     if on_error not in ("raise", "skip"):
@@ -130,9 +141,15 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
     if not folder.is_dir():
         raise FolderDataError(f"the image folder {folder} does not exist or is not a directory")
     name, entries, problems = read_captions(folder)
+    speech = bool(entries) and all(Path(file).suffix.lower() in AUDIO_SUFFIXES for _, file, _ in entries)
+    if not speech and any(Path(file).suffix.lower() in AUDIO_SUFFIXES for _, file, _ in entries):
+        raise FolderDataError(f"{folder / name} lists both WAV recordings and images: a folder holds one or the "
+                              "other")
+    load, kind = (_load_recording, "recording") if speech else (load_image, "image")
     captioned = {(folder / file).resolve() for _, file, _ in entries}
     problems += [f"{p.relative_to(folder).as_posix()}: no caption in {name}"
-                 for p in _image_files(folder) if p.resolve() not in captioned]
+                 for p in _image_files(folder, AUDIO_SUFFIXES if speech else IMAGE_SUFFIXES)
+                 if p.resolve() not in captioned]
     if split != "all":
         entries = [e for e in entries if split_of(e[1], test_fraction) == split]
     decoded: dict[str, np.ndarray | None] = {}  # file -> image, None if unusable (reported once)
@@ -146,9 +163,9 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
                 problems.append(f"{file}: no such file ({name} line {number})")
             else:
                 try:
-                    decoded[file] = load_image(folder / file, size)
-                except Exception as e:  # PIL raises many types for bad files; report each, never crash
-                    problems.append(f"{file}: unreadable image ({type(e).__name__}: {e})")
+                    decoded[file] = load(folder / file, size)
+                except Exception as e:  # PIL and scipy raise many types for bad files; report each, never crash
+                    problems.append(f"{file}: unreadable {kind} ({type(e).__name__}: {e})")
         if decoded[file] is not None:
             images.append(decoded[file])
             captions.append(caption)
@@ -158,6 +175,13 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
         warnings.warn(f"image folder {folder}: skipped {len(problems)} problem(s), e.g. {problems[0]}; "
                       f"using {len(images)} examples", stacklevel=2)
     if not images:
-        raise FolderDataError(f"the image folder {folder} has no usable captioned images in its {split!r} split"
+        raise FolderDataError(f"the folder {folder} has no usable captioned {kind}s in its {split!r} split"
                               f" (test_fraction={test_fraction}); try split='all'")
+    if speech:
+        from minimodal.audio import to_pcm
+
+        waveforms_NL = np.zeros((len(images), max(x.size for x in images)), np.int16)
+        for k, x in enumerate(images):
+            waveforms_NL[k, :x.size] = to_pcm(x)
+        return {"waveforms": waveforms_NL, "captions": captions}
     return {"images": np.stack(images), "captions": captions}

@@ -68,6 +68,19 @@ class Attention(nnx.Module):
                              "but got context_BSD")
         return tuple(self._heads(self.qkv(x_BTD), 3))
 
+    def context_kv(self, context_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention keys and values (B, S, H, K) of a context: computed once, reused at every step."""
+        if not self.is_cross:
+            raise ValueError("context_kv is for cross-attention (build with context_dim)")
+        k_BSHK, v_BSHK = self._heads(self.kv(context_BSD), 2)
+        return k_BSHK, v_BSHK
+
+    def attend(self, x_BTD: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array,
+               mask: jax.Array | None = None) -> jax.Array:
+        """Cross-attention of x to precomputed keys/values (from `context_kv`) -> (B, T, D)."""
+        (q_BTHK,) = self._heads(self.q(x_BTD), 1)
+        return self.merge(dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask))
+
     def merge(self, y_BTHK: jax.Array) -> jax.Array:
         """Concatenate heads and project: (B, T, H, K) -> (B, T, D)."""
         B, T = y_BTHK.shape[:2]

@@ -8,7 +8,9 @@ Legend: B batch, T positions, S context positions, D width, H heads, K head widt
 Decoding caches each layer's keys and values: `init_cache` allocates (B, L, H, K) zeros per layer;
 `decode(x_BTD, cache, pos)` writes the keys/values of positions [pos, pos+T) and lets query pos+t attend to
 keys 0..pos+t. Prefill with T > 1, then feed one token at a time; the result equals the full causal
-forward pass. Callers add positional embeddings themselves (the transformer is position-agnostic).
+forward pass. With cross-attention, `context_kv(context_BSD)` projects every layer's context keys/values once
+(an encoder-decoder's decoder then reuses them at every step: `decode(..., context_kv=...)`).
+Callers add positional embeddings themselves (the transformer is position-agnostic).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flax import nnx
 from minimodal.nn.attention import Attention, dot_product_attention
 
 Cache = list[dict[str, jax.Array]]  # per layer: {"k": (B, L, H, K), "v": (B, L, H, K)}
+ContextKV = list[tuple[jax.Array, jax.Array]]  # per layer: cross-attention (k, v), each (B, S, H, K)
 
 
 class Block(nnx.Module):
@@ -41,13 +44,16 @@ class Block(nnx.Module):
         self.fc2 = nnx.Linear(mlp_ratio * dim, dim, rngs=rngs)
 
     def _cross_and_mlp(self, x_BTD: jax.Array, context_BSD: jax.Array | None,
-                       context_mask: jax.Array | None) -> jax.Array:
+                       context_mask: jax.Array | None, context_kv: tuple[jax.Array, jax.Array] | None = None
+                       ) -> jax.Array:
         if self.cross is not None:
-            if context_BSD is None:
+            if context_kv is not None:  # keys/values projected once by `Transformer.context_kv`
+                x_BTD = x_BTD + self.cross.attend(self.ln_cross(x_BTD), *context_kv, mask=context_mask)
+            elif context_BSD is None:
                 raise ValueError("this Block has cross-attention (cross_dim set): pass context_BSD")
-            # x ← x + CrossAttn(LN(x), context)
-            x_BTD = x_BTD + self.cross(self.ln_cross(x_BTD), context_BSD=context_BSD, mask=context_mask)
-        elif context_BSD is not None:
+            else:  # x ← x + CrossAttn(LN(x), context)
+                x_BTD = x_BTD + self.cross(self.ln_cross(x_BTD), context_BSD=context_BSD, mask=context_mask)
+        elif context_BSD is not None or context_kv is not None:
             raise ValueError("got context_BSD but this Block has no cross-attention "
                              "(build it with cross_dim)")
         # x ← x + W₂ GELU(W₁ LN(x))
@@ -59,7 +65,8 @@ class Block(nnx.Module):
         return self._cross_and_mlp(x_BTD, context_BSD, context_mask)
 
     def decode(self, x_BTD: jax.Array, cache: dict[str, jax.Array], pos: Any, *,
-               context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None):
+               context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None,
+               context_kv: tuple[jax.Array, jax.Array] | None = None):
         """Causal self-attention of positions [pos, pos+T) against the cache; returns (y_BTD, cache)."""
         q_BTHK, k_BTHK, v_BTHK = self.attn.project(self.ln_attn(x_BTD))
         k_BLHK = jax.lax.dynamic_update_slice(cache["k"], k_BTHK.astype(cache["k"].dtype), (0, pos, 0, 0))
@@ -69,7 +76,7 @@ class Block(nnx.Module):
         dtype = q_BTHK.dtype
         y_BTHK = dot_product_attention(q_BTHK, k_BLHK.astype(dtype), v_BLHK.astype(dtype), mask_TL)
         x_BTD = x_BTD + self.attn.merge(y_BTHK)
-        return self._cross_and_mlp(x_BTD, context_BSD, context_mask), {"k": k_BLHK, "v": v_BLHK}
+        return self._cross_and_mlp(x_BTD, context_BSD, context_mask, context_kv), {"k": k_BLHK, "v": v_BLHK}
 
 
 class Transformer(nnx.Module):
@@ -93,9 +100,17 @@ class Transformer(nnx.Module):
         shape = (batch, max_len, self.num_heads, self.dim // self.num_heads)
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.blocks]
 
+    def context_kv(self, context_BSD: jax.Array) -> ContextKV:
+        """Every layer's cross-attention keys and values of a context, for `decode(..., context_kv=...)`."""
+        if self.blocks[0].cross is None:
+            raise ValueError("context_kv needs a Transformer with cross-attention (build it with cross_dim)")
+        return [block.cross.context_kv(context_BSD) for block in self.blocks]
+
     def decode(self, x_BTD: jax.Array, cache: Cache, pos: Any, *, context_BSD: jax.Array | None = None,
-               context_mask: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+               context_mask: jax.Array | None = None, context_kv: ContextKV | None = None
+               ) -> tuple[jax.Array, Cache]:
         """Outputs for positions [pos, pos+T) given the cache of positions [0, pos); returns (y_BTD, cache).
+        Cross-attention reads `context_kv` (from `context_kv(context_BSD)`) if given, else projects context_BSD.
 
         `pos` may be a traced integer (inside jit / fori_loop). With a Python int it is checked against
         the cache length; a traced pos past the end would be clamped by `dynamic_update_slice`.
@@ -104,8 +119,9 @@ class Transformer(nnx.Module):
             raise ValueError(f"positions [{pos}, {pos + x_BTD.shape[1]}) do not fit a cache of length "
                              f"{cache[0]['k'].shape[1]}")
         new_cache = []
-        for block, layer_cache in zip(self.blocks, cache):
+        for i, (block, layer_cache) in enumerate(zip(self.blocks, cache)):
             x_BTD, layer_cache = block.decode(x_BTD, layer_cache, pos, context_BSD=context_BSD,
-                                              context_mask=context_mask)
+                                              context_mask=context_mask,
+                                              context_kv=None if context_kv is None else context_kv[i])
             new_cache.append(layer_cache)
         return self.ln_final(x_BTD), new_cache
