@@ -1,5 +1,5 @@
-"""spoken_shapes: eSpeak NG through ctypes, deterministic examples, disjoint voices per split, noise, the cache,
-speech through the one pipeline, and a folder of recordings."""
+"""spoken_shapes: eSpeak NG through ctypes, deterministic examples, disjoint voices per split, noise, the
+parallel synthesis and its cache, speech through the one pipeline, and a folder of recordings."""
 
 from __future__ import annotations
 
@@ -76,8 +76,11 @@ def test_noise_has_the_asked_snr_and_images_match_their_captions():
 def test_large_requests_are_cached_and_speech_batches_need_no_images(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIMODAL_DATA", str(tmp_path))
     monkeypatch.setattr(spoken_shapes, "CACHE_MIN", 3)
-    first = load_examples("spoken_shapes", "train", n=3, seed=1, seconds=3.0)
+    first = load_examples("spoken_shapes", "train", n=3, seed=1, seconds=3.0)  # one process per core
     assert len(list((tmp_path / "spoken_shapes").glob("*.npz"))) == 1
+    serial = spoken_shapes.generate(3, seed=1, split="train", seconds=3.0)
+    np.testing.assert_array_equal(first["waveforms"], serial["waveforms"])
+    assert first["captions"] == serial["captions"] and first["voices"] == serial["voices"]
     again = load_examples("spoken_shapes", "train", n=3, seed=1, seconds=3.0)
     np.testing.assert_array_equal(first["waveforms"], again["waveforms"])
     assert again["captions"] == first["captions"] and again["voices"] == first["voices"]
