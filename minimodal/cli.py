@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -173,12 +174,79 @@ def cmd_tour(args) -> int:
     return 0
 
 
+def _read_image(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, IsADirectoryError):
+        raise ValueError(f"--image {path} is not a readable image file") from None
+
+
+def _show_answer(answer, out: Path, as_json: bool) -> None:
+    """Write the answer's images (one PNG each) and print the chain, or one JSON object."""
+    from PIL import Image
+
+    if answer.images:
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = f"{int(time.time() * 1000) % 10**9:09d}"
+        for i, image in enumerate(answer.images):
+            path = out / f"answer_{stamp}_{i}.png"
+            Image.fromarray(np.asarray(image)).save(path)
+            answer.image_paths.append(str(path))
+    if as_json:
+        print(json.dumps(answer.to_json()), flush=True)
+        return
+    if answer.transcript is not None:
+        print(f"  heard:   {answer.transcript}")
+    print(f"  command: {answer.command}")
+    print(f"  answer:  {answer.text}")
+    for path in answer.image_paths:
+        print(f"  image:   {path}")
+
+
+def cmd_chat(args) -> int:
+    from minimodal.assistant import Assistant
+
+    assistant = Assistant(args.runs, generator=args.generator)
+    image, out = _read_image(args.image), Path(args.out or Path(args.runs) / "chat")
+    if args.once is not None or args.audio is not None:
+        _show_answer(assistant.ask(args.once, audio=args.audio, image=image, folder=args.images, seed=args.seed),
+                     out, args.json)
+        return 0
+    print("minimodal chat: ask for a picture (\"draw a small red circle at the top left\"), or about --image / "
+          "--images; an empty line or Ctrl-D quits.")
+    turn = 0
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            return 0
+        if not text or text in ("quit", "exit"):
+            return 0
+        try:
+            _show_answer(assistant.ask(text, image=image, folder=args.images, seed=args.seed + turn), out, args.json)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"  error: {error}")
+        turn += 1
+
+
+def cmd_demo(args) -> int:
+    from minimodal import demo
+
+    demo.launch(args.runs, port=args.port, generator=args.generator)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimodal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model end to end; resumes when WORKDIR holds a checkpoint")
-    p.add_argument("model", help="clip | vqvae | dalle | ddpm")
+    p.add_argument("model", help="clip | vqvae | dalle | ddpm | assistant | whisper")
     p.add_argument("--data", help="data source: shapes, digits, cifar10, cifar100, coco_captions, folder:PATH")
     p.add_argument("--workdir", required=True)
     p.add_argument("--preset", help="named config (default: 'default', or the saved one when resuming)")
@@ -228,6 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--out")
     p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("chat", help="the assistant: ask in words (or --audio) for pictures, or about an image")
+    p.add_argument("--runs", default="runs", help="folder of trained work directories (runs/assistant, runs/clip, ...)")
+    p.add_argument("--once", metavar="TEXT", help="answer one request and exit")
+    p.add_argument("--audio", metavar="WAV", help="answer one spoken request (needs runs/whisper) and exit")
+    p.add_argument("--image", help="an image to vary, classify or describe")
+    p.add_argument("--images", help="a folder of images to find things in")
+    p.add_argument("--generator", choices=("ddpm", "dalle"), help="who draws (default: the best one trained)")
+    p.add_argument("--out", help="where answer images go (default RUNS/chat)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    p.set_defaults(run=cmd_chat)
+
+    p = sub.add_parser("demo", help="the assistant as a web page (Gradio; pip install -e '.[demo]')")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--generator", choices=("ddpm", "dalle"))
+    p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("tour", help="train CLIP, DALL-E and DDPM on shapes and write report.html")
     p.add_argument("--workdir", default="runs/tour")

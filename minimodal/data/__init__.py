@@ -20,6 +20,7 @@ SOURCES = {
     "cifar100": "minimodal.data.tfds_sources",
     "coco_captions": "minimodal.data.tfds_sources",
     "folder": "minimodal.data.folder",
+    "requests": "minimodal.data.requests",
     "spoken_shapes": "minimodal.data.spoken_shapes",
 }
 
