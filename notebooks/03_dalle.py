@@ -242,3 +242,20 @@ show(pipe.generate([p for p in pairs for _ in range(4)], seed=4), f"never seen i
 # - Sampling knobs trade diversity for fidelity; a KV cache makes the 64-step loop cheap; a CLIP
 #   reranker buys fidelity with compute.
 # - Held-out colour–shape pairs show how far the model composes attributes it learned separately.
+
+# %% [markdown]
+# ## What you should have seen
+#
+# From the run recorded in this notebook (`make lessons`, 2026-12-02, 2-core CPU, 4.8 minutes on a busy machine,
+# after `runs/dalle` and `runs/clip` were trained by the commands at the top). Seeds fix the samples, so your
+# numbers should be close; the timings depend on the machine.
+#
+# - The image tokenizer: **512 codes** on an **8 × 8** grid; numpy's argmin picks the library's code for
+#   **99.9%** of the cells (the rest are float ties).
+# - Reconstructions: the VQ-VAE reaches **31.3 dB** PSNR with **100%** of its codes in use (perplexity 224.7);
+#   the 600-step Gumbel dVAE **19.9 dB** with **22%** (perplexity 28.2).
+# - Caption fidelity over 48 prompts: **79%** at T = 0.5, **90%** at T = 1, **67%** at T = 1.5, **83%** with
+#   top-p 0.8 and **83%** with the default (T = 0.7, top-k 8). Circles, squares and triangles come out right
+#   **100%** of the time, crosses **38%**.
+# - CLIP reranking lifts fidelity from **81%** to **92%** (best of 8); never-seen colour–shape pairs reach
+#   **48%**.
