@@ -168,6 +168,7 @@ OFFLINE_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 def build_site(out: Path) -> None:
     """Every executed lesson as out/NN_name.html plus out/index.html; MathJax copied to out/mathjax.js."""
     import jinja2
+    import jupytext
     import mathjax  # the PyPI package django-static-mathjax: MathJax's files, nothing else
     import nbformat
     from nbconvert import HTMLExporter
@@ -178,7 +179,8 @@ def build_site(out: Path) -> None:
                             extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})])
     rows = []
     for source in lessons():
-        notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+        ipynb = source.with_suffix(".ipynb")  # a lesson not yet executed (or synced) is shown without outputs
+        notebook = nbformat.read(ipynb, as_version=4) if ipynb.exists() else jupytext.read(source)
         title = notebook.cells[0].source.splitlines()[0].lstrip("# ").strip()
         body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
         (out / f"{source.stem}.html").write_text(body, encoding="utf-8")
@@ -189,7 +191,8 @@ def build_site(out: Path) -> None:
     (out / "index.html").write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>minimodal lessons</title></head>"
         "<body style='font-family: sans-serif; max-width: 50em; margin: 2em auto'>"
-        "<h1>minimodal lessons</h1><ol start='0'>" + "".join(rows) + "</ol></body></html>\n", encoding="utf-8")
+        "<h1>minimodal lessons</h1><ul style='list-style: none'>" + "".join(rows) + "</ul></body></html>\n",
+        encoding="utf-8")
     print(out / "index.html")
 
 
