@@ -112,11 +112,10 @@ class Checkpoints:
         try:
             self._orbax.save(path, args=ocp.args.StandardSave(state))
         except OSError:
-            raise
+            raise  # (the level stays raised: writer threads may still be logging this failure)
         except Exception as error:  # Orbax/TensorStore wrap I/O failures in their own errors
             raise _os_error(error) from error
-        finally:
-            absl.setLevel(level)
+        absl.setLevel(level)
 
     def _write_manifest(self, folder: Path, step: int) -> None:
         files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}

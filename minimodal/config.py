@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import numbers
+import os
 import types
 import typing
 from pathlib import Path
@@ -105,8 +106,16 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write a small file so that a crash leaves the old contents or the new, never half of them."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
 def save(config: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    write_atomically(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
 
 
 class ConfigFileError(ValueError):

@@ -24,6 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from minimodal.config import write_atomically
+
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIAL_TOKENS = {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID}
 NUM_SPECIAL = 3
@@ -226,7 +228,7 @@ class Tokenizer:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_atomically(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

@@ -123,7 +123,7 @@ def _check_workdir_fits(family: Family, config: TrainConfig, workdir: Path) -> N
 
 def _claim_workdir(family: Family, config: TrainConfig, workdir: Path) -> None:
     """Write run.json + config.json (the lock is held)."""
-    (workdir / RUN_FILE).write_text(json.dumps({"model": family.name}) + "\n")
+    configlib.write_atomically(workdir / RUN_FILE, json.dumps({"model": family.name}) + "\n")
     configlib.save(config, workdir / CONFIG_FILE)
 
 
@@ -225,6 +225,7 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
                          "the batch is split over")
     distributed.check_same_settings({"model": family.name, "workdir": str(workdir), **configlib.to_dict(config)})
     _check_workdir_fits(family, config, workdir)
+    distributed.barrier("minimodal_workdir_checked")  # every process has read the files before any is written
     primary = distributed.is_primary()
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
