@@ -103,7 +103,7 @@ def test_parameter_counts_of_the_presets_are_pinned():
     count = lambda c: sum(x.size for x in jax.tree.leaves(nnx.state(whisper.Whisper(c, 64, rngs=nnx.Rngs(0)),  # noqa: E731
                                                                             nnx.Param)))
     assert count(TINY) == 39_360
-    assert count(whisper.PRESETS["default"]) == 1_214_848
+    assert count(whisper.PRESETS["default"]) == 316_608
 
 
 def test_config_and_data_errors_name_the_fix():
