@@ -185,7 +185,10 @@ def build_site(out: Path) -> None:
         body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
         (out / f"{source.stem}.html").write_text(body, encoding="utf-8")
         run = notebook.metadata.get("minimodal")
-        note = f"executed {run['executed']}, {run['wall_s'] / 60:.1f} min" if run else "not executed"
+        note = "not executed"
+        if run:
+            took = f"{run['wall_s']} s" if run["wall_s"] < 60 else f"{run['wall_s'] / 60:.1f} min"
+            note = f"executed {run['executed']}, {took}"
         rows.append(f'<li><a href="{source.stem}.html">{html.escape(title)}</a> <small>({note})</small></li>')
         print(f"{out / source.stem}.html")
     (out / "index.html").write_text(
