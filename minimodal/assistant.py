@@ -50,7 +50,7 @@ class Config(TrainConfig):
     n_train: int = 20_000
     context_length: int = 64  # BOS request \n command EOS, in tokens
     vocab_size: int = 512
-    steps: int = 1200
+    steps: int = 1500
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 100
@@ -158,7 +158,7 @@ class RequestPipeline:
 
     def _decode(self, requests: list[str]) -> list[str]:
         L = self.config.context_length
-        prompts = [[BOS_ID, *self.tokenizer.encode(r)][:L - 8] + [SEPARATOR_ID] for r in requests]
+        prompts = [[BOS_ID, *self.tokenizer.encode(r)][:L - 16] + [SEPARATOR_ID] for r in requests]  # + the command
         width = max(len(p) for p in prompts)
         batch = _next_power_of_two(len(prompts))  # a few shapes compile at most
         prompt_BT = np.full((batch, width), PAD_ID, np.int32)
@@ -357,3 +357,45 @@ def every_caption() -> list[str]:
 
     return [request_data.caption(c, s, z, p) for c in shapes.COLORS for s in shapes.SHAPES
             for z in (None, *shapes.SIZES) for p in (None, *shapes.POSITIONS)]
+
+
+def evaluate_chain(helper: Assistant, n: int = 48, seed: int = 0, spoken: bool = True,
+                   split: str = "holdout") -> dict[str, Any]:
+    """End to end on n draw requests: each one-object caption (train colour-shape pairs) said by a voice of
+    `spoken_shapes`' `split` (held-out voices and rates by default) -> text -> command -> image -> the exact
+    grader. Each request is charged to the first stage that got it wrong, so the weakest link shows:
+    speech_to_text (transcript != the caption), text_to_command (command != "draw: caption"), command_to_image
+    (the grader does not read the caption's colour and shape). With `spoken=False` the caption goes in as text.
+    Also the mean seconds per request of each stage (batched)."""
+    from minimodal.data import shapes
+
+    scenes = shapes.generate(n, size=16, seed=seed, split="train")
+    captions = scenes["captions"]
+    seconds: dict[str, float] = {}
+    if spoken:
+        from minimodal.data import spoken_shapes
+
+        clips = [spoken_shapes.speak(c, spoken_shapes.speaker(seed, split, i), int(spoken_shapes.SECONDS * 16_000))
+                 for i, c in enumerate(captions)]
+        start = time.perf_counter()
+        heard = [normalize_request(t) for t in helper.model("whisper").transcribe(clips)]
+        seconds["speech_to_text"] = (time.perf_counter() - start) / n
+    else:
+        heard = list(captions)
+    start = time.perf_counter()
+    commands = helper.model("assistant").commands(heard)
+    seconds["request_to_command"] = (time.perf_counter() - start) / n
+    name = helper.generator or next(g for g in GENERATORS if helper.available(g))
+    prompts = [c.partition(": ")[2] if c.startswith("draw: ") else c for c in commands]
+    start = time.perf_counter()
+    images = helper.model(name).generate(prompts, seed=seed)
+    seconds["command_to_image"] = (time.perf_counter() - start) / n
+    failed_at = []
+    for caption, text, command, image, scene in zip(captions, heard, commands, images, scenes["objects"]):
+        read = shapes.read_attributes(image)
+        drawn = read is not None and (read["color"], read["shape"]) == (scene[0]["color"], scene[0]["shape"])
+        failed_at.append("speech_to_text" if text != caption else "text_to_command" if command != f"draw: {caption}"
+                         else None if drawn else "command_to_image")
+    errors = {stage: failed_at.count(stage) / n for stage in ("speech_to_text", "text_to_command", "command_to_image")}
+    return {"n": n, "generator": name, "correct": failed_at.count(None) / n, "errors": errors, "seconds": seconds,
+            "examples": list(zip(captions, heard, commands))[:8]}

@@ -15,7 +15,8 @@ phrases, in varied word order. Splits:
              by a model trained from scratch, so a held-out phrasing keeps the word that carries the meaning
              and wraps it in unseen ones ("a deep green square thing", "very small") or recombines known
              words ("in the upper left": training saw "in the upper right" and "up in the left corner");
-             held-out templates and fillers ("kindly ... when you have a moment") bring words to ignore.
+             held-out templates and fillers ("kindly ... if possible") bring words to ignore; training
+             requests carry made-up words (random letters) to teach the model to skip what it does not know.
 
 Every example is a pure function of (seed, split, index), like `shapes`. The `caption` of an example is
 `request + "\\n" + command`: the request model learns to continue a request past the newline.
@@ -56,9 +57,9 @@ POSITIONS = {
     "top left": (["at the top left", "up in the left corner", "in the top left corner"], ["in the upper left"]),
     "top": (["at the top", "up top", "near the top"], ["at the very top"]),
     "top right": (["at the top right", "in the upper right", "up in the right corner"], ["in the top right corner"]),
-    "left": (["on the left", "on the left side", "to the left"], ["at the left side"]),
+    "left": (["on the left", "on the left side", "to the left", "at the left edge"], ["at the left side"]),
     "center": (["in the center", "in the middle", "at the centre"], ["in the very middle"]),
-    "right": (["on the right", "on the right side", "to the right"], ["at the right side"]),
+    "right": (["on the right", "on the right side", "to the right", "at the right edge"], ["at the right side"]),
     "bottom left": (["at the bottom left", "in the lower left", "down in the left corner"],
                     ["in the bottom left corner"]),
     "bottom": (["at the bottom", "down low", "near the bottom"], ["at the very bottom"]),
@@ -67,20 +68,22 @@ POSITIONS = {
 }
 DRAW_VERBS = (["draw", "sketch", "paint", "make", "create", "generate", "render", "show me"], ["illustrate", "design"])
 POLITE = (["", "", "please", "could you", "can you", "would you", "i'd like you to", "hey,", "hi, please"],
-          ["kindly", "would you mind to", "i want you to"])
-ENDINGS = (["", "", "", "please", "for me", "now", "thanks", "?"], ["if you can", "when you have a moment"])
+          ["kindly", "i want you to"])
+ENDINGS = (["", "", "", "please", "for me", "now", "thanks", "?"], ["if you can", "if possible"])
 OTHER_THINGS = (["dog", "cat", "house", "car", "tree", "face", "flower", "bird"], ["horse", "boat"])
 
 # --- templates: train, held-out. Slots: {polite} {verb} {obj} {end}. Held-out frames recombine words that
 # carry meaning in training ("search my pictures for" from "search my folder for" and "in my pictures").
-DRAW = (["{polite} {verb} {obj} {end}", "{polite} {verb} me {obj} {end}", "i want {obj} {end}",
+DRAW = (["{polite} {verb} {obj} {end}", "{polite} {verb} me {obj} {end}", "i want {obj} {end}", "{obj} {end}",
          "{obj}, {verb} it {end}", "{polite} {verb} a picture of {obj} {end}", "can i get {obj} {end}"],
         ["{polite} {verb} for me {obj} {end}", "i want a picture of {obj} {end}", "{obj}, {verb} it for me {end}"])
 FIND = (["{polite} find {obj} in my pictures {end}", "search my folder for {obj} {end}",
-         "where is {obj} in these images {end}", "{polite} look for {obj} in the folder {end}"],
+         "where is {obj} in these images {end}", "{polite} look for {obj} in the folder {end}",
+         "{polite} search these images for {obj} {end}", "{polite} find {obj} among my images {end}"],
         ["{polite} search my pictures for {obj} {end}", "where is {obj} in the folder {end}"])
 VARY = (["{polite} make variations of this image {end}", "give me more like this picture {end}",
-         "{polite} vary this image {end}", "show me other versions of this {end}"],
+         "{polite} vary this image {end}", "show me other versions of this {end}",
+         "{polite} make variations of this photo {end}", "{polite} vary this picture {end}"],
         ["{polite} make variations of this picture {end}", "give me more like this image {end}"])
 CLASSIFY = (["what shape is this {end}", "{polite} classify this picture {end}",
              "which colour and shape is this {end}", "what is in this image {end}"],
@@ -96,7 +99,8 @@ CHAT = {  # answer -> (train requests, held-out requests)
     "i can draw coloured shapes, vary a picture, find shapes in a folder, and classify or describe a picture.":
         (["what can you do", "help", "how do i use you", "what are you"], ["what else can you do", "help me"]),
     "sorry, i can only draw and recognise coloured shapes.":
-        (["what is the weather", "tell me a joke", "play some music", "{polite} {verb} a {thing} {end}"],
+        (["what is the weather", "tell me a joke", "play some music", "sing me a song", "what is your name",
+          "{polite} {verb} a {thing} {end}"],
          ["tell me a story", "{polite} {verb} a {thing} {end}"]),
 }
 INTENTS = ("draw", "find", "vary", "classify", "describe", "chat")
@@ -118,21 +122,25 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _pseudo_word(rng: np.random.Generator) -> str:
-    """A made-up word ("bralo", "kidemu"): training fillers that teach the model to skip words it does not
-    know, as held-out requests bring words never seen."""
-    return "".join("bdfgklmnprstvz"[rng.integers(14)] + "aeiou"[rng.integers(5)] for _ in range(rng.integers(2, 4)))
+def _noise_word(rng: np.random.Generator) -> str:
+    """A made-up word of 2-7 random letters ("qhem", "tw", "uxlaip"). Inserted into training requests, such
+    words teach the model to skip words it does not know, as held-out requests bring words never seen."""
+    return "".join("abcdefghijklmnopqrstuvwxyz"[i] for i in rng.integers(26, size=rng.integers(2, 8)))
+
+
+def _with_noise_words(text: str, rng: np.random.Generator) -> str:
+    """`text` with 0 (45%), 1, 2 or 4 made-up words inserted between its words."""
+    words = text.split()
+    for _ in range(((0,) * 9 + (1,) * 6 + (2,) * 3 + (4,) * 2)[rng.integers(20)]):
+        words.insert(rng.integers(len(words) + 1), _noise_word(rng))
+    return " ".join(words)
 
 
 def _fill(template: str, rng: np.random.Generator, held_out: bool, obj: str = "", thing: str = "") -> str:
-    polite, end = _choice(rng, POLITE, held_out), _choice(rng, ENDINGS, held_out)
-    for _ in range(0 if held_out else (0, 0, 0, 0, 0, 0, 1, 1, 2, 4)[rng.integers(10)]):  # made-up fillers
-        if rng.random() < 0.5:
-            polite = f"{_pseudo_word(rng)} {polite}"
-        else:
-            end = f"{end} {_pseudo_word(rng)}"
-    text = template.format(polite=polite, verb=_choice(rng, DRAW_VERBS, held_out), obj=obj, end=end, thing=thing)
-    return " ".join(text.replace(" ?", "?").split()).replace(" ,", ",").strip(", ")
+    text = template.format(polite=_choice(rng, POLITE, held_out), verb=_choice(rng, DRAW_VERBS, held_out), obj=obj,
+                           end=_choice(rng, ENDINGS, held_out), thing=thing)
+    text = " ".join(text.replace(" ?", "?").split()).replace(" ,", ",").strip(", ")
+    return text if held_out else _with_noise_words(text, rng)
 
 
 def request(seed: int, split: str, index: int) -> tuple[str, str, dict[str, Any]]:
@@ -150,8 +158,6 @@ def request(seed: int, split: str, index: int) -> tuple[str, str, dict[str, Any]
         position = shapes.POSITIONS[rng.integers(9)] if intent == "draw" and rng.random() < 0.5 else None
         words = [_choice(rng, SIZES[size], held_out) if size else "", _choice(rng, COLORS[color], held_out),
                  _choice(rng, SHAPES[shape], held_out)]
-        if not held_out and rng.random() < 0.3:  # a made-up word among the object's words, to be skipped
-            words.insert(rng.integers(4), _pseudo_word(rng))
         obj = _article(" ".join(w for w in words if w))
         if position:
             obj += " " + _choice(rng, POSITIONS[position], held_out)
@@ -164,7 +170,7 @@ def request(seed: int, split: str, index: int) -> tuple[str, str, dict[str, Any]
         options = CHAT[answer][1 if held_out else 0]  # (chat requests have few slots to hold out: all of them)
         text = _fill(options[rng.integers(len(options))], rng, held_out, thing=_choice(rng, OTHER_THINGS, held_out))
         if not held_out and answer.startswith("sorry") and rng.random() < 0.2:  # gibberish: nothing to do
-            text = " ".join(_pseudo_word(rng) for _ in range(rng.integers(1, 5)))
+            text = " ".join(_noise_word(rng) for _ in range(rng.integers(1, 5)))
         command = f"chat: {answer}"
     else:
         text = _fill(pick({"vary": VARY, "classify": CLASSIFY, "describe": DESCRIBE}[intent]), rng, held_out)
