@@ -252,3 +252,19 @@ show(out[:16], "held-out prompts: " + " | ".join(held["captions"][:4]) + " ...",
 # Every piece of that is in this repository: the CLIP of lesson 02, and this U-Net, whose
 # `cond_dim` input (here the pooled text vector, added to the timestep embedding) is exactly where a
 # CLIP embedding would go. Guidance and DDIM carry over unchanged.
+
+# %% [markdown]
+# ## What you should have seen
+#
+# From the run recorded in this notebook (`make lessons`, 2026-12-02, 2-core CPU, 5.3 minutes on a busy machine,
+# after `runs/ddpm` was trained by the command at the top). Seeds fix the samples, so your numbers should be
+# close; the timings depend on the machine.
+#
+# - The model: 2600 steps, T = 500 with the cosine schedule, 16 px images.
+# - Noise-prediction error: **0.64** at t = 0, where the noise is a sliver of $x_t$ and hardest to see, and
+#   **0.012** or less at every other level.
+# - DDIM with 50 steps: **0.27 s** per image and caption fidelity **1.00**; ancestral sampling with all 500
+#   steps: **2.73 s** per image, also **1.00**: ten times the time for the same fidelity.
+# - Classifier-free guidance: fidelity **0.02** with w = 0 (the unconditional model), **0.94** at w = 1,
+#   **0.96** at 2, **0.92** at 3 and **1.00** at 5.
+# - Held-out colour–shape pairs: caption fidelity **0.75**.
