@@ -17,12 +17,15 @@ the manifest, publishes and prunes, between barriers.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -106,16 +109,21 @@ class Checkpoints:
         barrier(f"minimodal_ckpt_done_{step}")
 
     def _write_state(self, path: Path, state: Any) -> None:
+        failure = None
         absl = logging.getLogger("absl")
         level = absl.level
-        absl.setLevel(logging.CRITICAL)  # Orbax logs each failing writer thread; the error below says it once
-        try:
-            self._orbax.save(path, args=ocp.args.StandardSave(state))
-        except OSError:
-            raise  # (the level stays raised: writer threads may still be logging this failure)
-        except Exception as error:  # Orbax/TensorStore wrap I/O failures in their own errors
-            raise _os_error(error) from error
+        absl.setLevel(logging.CRITICAL)  # Orbax logs each failing writer thread; the error raised says it once
+        with _stderr_held() as held:  # its threads also print tracebacks (thousands of lines) straight to fd 2
+            try:
+                self._orbax.save(path, args=ocp.args.StandardSave(state))
+            except Exception as error:  # Orbax/TensorStore wrap I/O failures in their own errors
+                failure = error if isinstance(error, OSError) else _os_error(error)
+        if failure is not None:
+            raise failure  # (the level stays raised and the held output is dropped: both repeat this failure)
         absl.setLevel(level)
+        held_text = held.getvalue()
+        if held_text:
+            sys.stderr.write(held_text)
 
     def _write_manifest(self, folder: Path, step: int) -> None:
         files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
@@ -201,6 +209,30 @@ class Checkpoints:
                                     f"{damaged[0].why}; no intact checkpoint is left in {self.directory} "
                                     "(move that folder away to start the run afresh)")
         return 0, None
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """What is written to file descriptor 2 meanwhile, held back (yields an object with `getvalue()`)."""
+    class Held:
+        text = ""
+
+        def getvalue(self) -> str:
+            return self.text
+
+    held = Held()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.text = sink.read().decode(errors="replace")
 
 
 def _os_error(error: BaseException) -> OSError:

@@ -339,7 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, [*getattr(args, name), *extra])
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, WorkdirMismatch, TrainingDiverged, CheckpointWriteError) as error:
+    except CheckpointWriteError as error:  # disk full / read-only while saving: the last checkpoint is intact
+        if os.environ.get("MINIMODAL_DEBUG"):
+            raise
+        print(f"minimodal {args.command}: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)  # now: Orbax's writer threads would print the same failure for pages
+    except (ValueError, FileNotFoundError, WorkdirMismatch, TrainingDiverged) as error:
         if os.environ.get("MINIMODAL_DEBUG"):
             raise
         print(f"minimodal {args.command}: error: {error}", file=sys.stderr)

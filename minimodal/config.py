@@ -128,6 +128,8 @@ def _type_name(annotation: Any) -> str:
 
 def _has_type(value: Any, annotation: Any) -> bool:
     """Whether a JSON value fits a field's annotation (int, float, str, bool, tuple[int, ...], X | None)."""
+    if annotation is Any:
+        return True
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_has_type(value, a) for a in args)
