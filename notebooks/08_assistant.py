@@ -211,8 +211,15 @@ for said, heard, command in chain["examples"][:4]:
 #     pip install -e ".[demo]" && minimodal demo     # the web page: text, microphone, image upload
 #
 # ![the demo page](../docs/demo_page.png)
+#
+# Or right here: set `TRY_IT = True` (in Jupyter, with `pip install -e ".[demo]"`) and the page opens inline.
 
 # %%
+TRY_IT = False
+if TRY_IT:
+    from minimodal import demo
+
+    demo.build(RUNS).launch(inline=True, prevent_thread_lock=True)
 print(f"lesson time: {time.perf_counter() - t_start:.0f} s")
 
 # %% [markdown]

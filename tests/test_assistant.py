@@ -204,6 +204,7 @@ def test_chat_once_prints_one_json_object_and_writes_one_png_per_image(stubbed, 
     assert len(answer["images"]) == 4 and all(Path(p).exists() and p.endswith(".png") for p in answer["images"])
 
 
+@pytest.mark.filterwarnings("ignore:::gradio.queueing")  # Gradio's own use of pandas, not ours
 def test_the_web_page_answers_through_its_http_api(stubbed, monkeypatch):
     gradio = pytest.importorskip("gradio")
     from gradio_client import Client
