@@ -46,6 +46,16 @@ def test_fidelity_is_near_chance_for_unrelated_prompts():
     assert metrics.caption_fidelity(data["images"], shuffled) < 0.1
 
 
+def test_typed_prompts_are_graded_on_colour_and_shape():
+    pool = shapes.generate(200, 32, seed=23)
+    prompts = shapes.typed_prompts(40, seed=1)
+    pair = [(o["color"], o["shape"]) for (o,) in pool["objects"]]
+    # per prompt a rendered scene of its colour and shape (any size, any place)
+    images = pool["images"][[pair.index((o["color"], o["shape"])) for (o,) in prompts["objects"]]]
+    assert metrics.caption_fidelity(images, prompts["objects"]) == 1.0
+    assert np.isnan(metrics.attribute_accuracy(images, prompts["objects"])["position"])
+
+
 def test_bad_input_is_a_clear_error(scenes):
     with pytest.raises(ValueError, match="uint8"):
         metrics.caption_fidelity(scenes["images"].astype(np.float32), scenes["objects"])

@@ -188,6 +188,52 @@ def test_two_objects_never_overlap_and_relations_hold(size):
     assert checked > 200
 
 
+def test_typed_prompts_name_colour_shape_and_sometimes_size():
+    data = shapes.typed_prompts(400, seed=3)
+    assert set(data) == {"captions", "objects"}
+    named = []
+    for caption, (obj,) in zip(data["captions"], data["objects"]):
+        m = ONE.fullmatch(caption)
+        assert m and m.group(4) is None, caption  # never a position
+        size, color, shape, _ = m.groups()
+        assert obj == {"color": color, "shape": shape} | ({"size": size} if size else {})
+        named.append(size is not None)
+    assert 0.4 < np.mean(named) < 0.6
+    bare = shapes.typed_prompts(100, seed=3, sizes=False)
+    assert all(ONE.fullmatch(c).group(1) is None for c in bare["captions"])
+    assert all(set(o) == {"color", "shape"} for (o,) in bare["objects"])
+
+
+def test_typed_prompts_relate_two_objects():
+    data = shapes.typed_prompts(400, seed=4, objects=2)
+    for caption, objs, relation in zip(data["captions"], data["objects"], data["relations"]):
+        m = TWO.fullmatch(caption)
+        assert m, caption
+        size_a, color_a, shape_a, stated, size_b, color_b, shape_b = m.groups()
+        assert stated == relation
+        assert objs == [{"color": color_a, "shape": shape_a} | ({"size": size_a} if size_a else {}),
+                        {"color": color_b, "shape": shape_b} | ({"size": size_b} if size_b else {})]
+        assert (color_a, shape_a) != (color_b, shape_b) and (size_a is None) == (size_b is None)
+    assert set(data["relations"]) == set(shapes.RELATIONS)
+
+
+@pytest.mark.parametrize("objects", [1, 2])
+def test_typed_prompts_are_deterministic_and_keep_the_split(objects):
+    whole = shapes.typed_prompts(300, seed=5, objects=objects)
+    assert shapes.typed_prompts(300, seed=5, objects=objects) == whole
+    assert shapes.typed_prompts(40, seed=5, objects=objects)["captions"] == whole["captions"][:40]
+    assert shapes.typed_prompts(300, seed=6, objects=objects)["captions"] != whole["captions"]
+    holdout = shapes.typed_prompts(300, seed=5, split="holdout", objects=objects)
+    assert holdout["captions"] != whole["captions"]
+    held = set(shapes.HOLDOUT_PAIRS)
+    assert not pairs_of(whole) & held and len(pairs_of(whole)) == 20
+    assert pairs_of(holdout) == held
+    with pytest.raises(ValueError, match="split"):
+        shapes.typed_prompts(4, split="test")
+    with pytest.raises(ValueError, match="sizes"):
+        shapes.typed_prompts(4, sizes="yes")
+
+
 # --- backgrounds --------------------------------------------------------------------------------------
 
 def background_colours(images: np.ndarray, black: np.ndarray) -> np.ndarray:

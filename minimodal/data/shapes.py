@@ -61,6 +61,7 @@ _PAIRS = {  # split -> allowed (colour_idx, shape_idx) pairs, in label order
 # Random columns of an example (see `_uniform`); attempt a at a two-object layout uses _LAYOUT + 8a ...
 _PAIR, _PAIR2, _TEMPLATE, _RELATION, _BG, _BG_SHAPE, _LAYOUT = 0, 1, 2, 3, 4, 7, 9
 _NOISE = 1 << 20  # first column of the per-pixel background noise
+_TYPED = 1 << 19  # first column of `typed_prompts`: a scene's column roles, shifted, so prompts are independent
 
 
 def box_width(size: str, image_size: int) -> int:
@@ -171,32 +172,42 @@ def _paint(images_NSS3: np.ndarray, obj: dict[str, np.ndarray]) -> None:
 
 # --- scenes -----------------------------------------------------------------------------------------
 
-def _check(size, split, objects, background, shape_background_p, n, seed, start) -> None:
-    if size not in IMAGE_SIZES:
-        raise ValueError(f"shapes renders sizes {IMAGE_SIZES}, got size={size}")
+def _check_draw(split, objects, n, seed, start) -> None:
+    """The arguments that `generate` and `typed_prompts` share."""
     if split not in SPLITS:
         raise ValueError(f"unknown shapes split {split!r}; choose one of {tuple(SPLITS)}")
     if objects not in (1, 2):
         raise ValueError(f"objects must be 1 or 2, got {objects}")
-    if background not in BACKGROUNDS:
-        raise ValueError(f"unknown background {background!r}; choose one of {BACKGROUNDS}")
-    if not 0.0 <= shape_background_p <= 1.0:
-        raise ValueError(f"shape_background_p must be a probability, got {shape_background_p}")
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
-def _objects(u_Nk: np.ndarray, seed: int, split: str, index_N: np.ndarray, size: int,
-             objects: int) -> list[dict[str, np.ndarray]]:
-    """Per object slot, int arrays (N,): colour, shape and the `_layout` fields.
+def _check(size, split, objects, background, shape_background_p, n, seed, start) -> None:
+    if size not in IMAGE_SIZES:
+        raise ValueError(f"shapes renders sizes {IMAGE_SIZES}, got size={size}")
+    _check_draw(split, objects, n, seed, start)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; choose one of {BACKGROUNDS}")
+    if not 0.0 <= shape_background_p <= 1.0:
+        raise ValueError(f"shape_background_p must be a probability, got {shape_background_p}")
 
-    Pairs are uniform over the split's allowed (colour, shape) pairs; a second object has another
-    pair, and both layouts are drawn again (fresh columns per attempt) until the boxes are apart.
-    """
+
+def _pairs(u_Nk: np.ndarray, split: str, objects: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per object slot, (colour_idx, shape_idx) int arrays (N,): uniform over the split's allowed pairs;
+    a second object has another pair."""
     pairs = np.array(_PAIRS[split])  # (m, 2)
     first = _pick(u_Nk[:, _PAIR], len(pairs))
     chosen = [first, (first + 1 + _pick(u_Nk[:, _PAIR2], len(pairs) - 1)) % len(pairs)][:objects]
+    return [(pairs[c, 0], pairs[c, 1]) for c in chosen]
+
+
+def _objects(u_Nk: np.ndarray, seed: int, split: str, index_N: np.ndarray, size: int,
+             objects: int) -> list[dict[str, np.ndarray]]:
+    """Per object slot, int arrays (N,): colour, shape (`_pairs`) and the `_layout` fields.
+
+    Two objects' layouts are drawn again (fresh columns per attempt) until the boxes are apart.
+    """
     slots = [_layout(u_Nk[:, _LAYOUT + 4 * k:_LAYOUT + 4 * k + 4], size) for k in range(objects)]
     if objects == 2:
         attempt, todo = 1, np.flatnonzero(~_apart(*slots))
@@ -207,8 +218,8 @@ def _objects(u_Nk: np.ndarray, seed: int, split: str, index_N: np.ndarray, size:
                 for key in slot:
                     slot[key][todo] = fresh[key]
             attempt, todo = attempt + 1, todo[~_apart(*new)]
-    for slot, c in zip(slots, chosen):
-        slot["color"], slot["shape"] = pairs[c, 0], pairs[c, 1]
+    for slot, (color, shape) in zip(slots, _pairs(u_Nk, split, objects)):
+        slot["color"], slot["shape"] = color, shape
     return slots
 
 
@@ -231,19 +242,21 @@ def _backgrounds(u_Nk: np.ndarray, seed: int, split_id: int, index_N: np.ndarray
     return np.broadcast_to(rgb_N3.astype(np.uint8)[:, None, None, :], (n, size, size, 3)).copy()
 
 
-def _caption(objs: list[dict[str, str]], template: int, u_relation: float, boxes: list[tuple]) -> str:
-    """One caption; template bit 0: name the size(s), bit 1: name where (one-object scenes).
-
-    one object: "a [size] colour shape [where]"; two: "a [size] colour shape RELATION a [size] colour shape"
-    with RELATION drawn (by u_relation) among those that hold between the boxes (y0, x0, w).
-    """
-    names = [(f"{o['size']} " if template & 1 else "") + f"{o['color']} {o['shape']}" for o in objs]
-    if len(objs) == 1:
-        return f"a {names[0]} {PHRASES[objs[0]['position']]}" if template & 2 else f"a {names[0]}"
+def _relation(u: float, boxes: list[tuple]) -> str:
+    """The relation a two-object caption states: drawn by u among those that hold between the boxes (y0, x0, w)."""
     (ya, xa, wa), (yb, xb, wb) = boxes
     holds = [xa + wa <= xb, xb + wb <= xa, ya + wa <= yb, yb + wb <= ya]  # left of, right of, above, below
     true = [r for r, h in zip(RELATIONS, holds) if h]
-    return f"a {names[0]} {true[int(u_relation * len(true))]} a {names[1]}"
+    return true[int(u * len(true))]
+
+
+def _caption(objs: list[dict[str, str]], sized: bool, where: bool, relation: str | None) -> str:
+    """One caption: "a [size] colour shape [where]" (where: one-object scenes only), or for two objects
+    "a [size] colour shape RELATION a [size] colour shape"; `sized`: name the size(s)."""
+    names = [(f"{o['size']} " if sized else "") + f"{o['color']} {o['shape']}" for o in objs]
+    if len(objs) == 2:
+        return f"a {names[0]} {relation} a {names[1]}"
+    return f"a {names[0]} {PHRASES[objs[0]['position']]}" if where else f"a {names[0]}"
 
 
 def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", objects: int = 1,
@@ -269,18 +282,49 @@ def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", object
     for slot in slots:
         _paint(images, slot)
 
-    template = _pick(u_Nk[:, _TEMPLATE], 4)
+    template = _pick(u_Nk[:, _TEMPLATE], 4)  # bit 0: name the size(s), bit 1: name where (one object)
     color_names, size_names = list(COLORS), list(SIZES)
     scenes = [[{"color": color_names[c], "shape": SHAPES[s], "size": size_names[z], "position": POSITIONS[p]}
                for c, s, z, p in zip(*(slot[k].tolist() for k in ("color", "shape", "large", "cell")))]
               for slot in slots]
     boxes = [list(zip(*(slot[k].tolist() for k in ("y0", "x0", "w")))) for slot in slots]
     objs = [list(scene) for scene in zip(*scenes)]
-    captions = [_caption(objs[k], template[k], u_Nk[k, _RELATION], [b[k] for b in boxes]) for k in range(n)]
+    relations = [_relation(u_Nk[k, _RELATION], [b[k] for b in boxes]) if objects == 2 else None for k in range(n)]
+    captions = [_caption(objs[k], template[k] & 1, template[k] & 2, relations[k]) for k in range(n)]
     out = {"images": images, "captions": captions, "objects": objs}
     if objects == 1:
         out["labels"] = (slots[0]["color"] * 4 + slots[0]["shape"]).astype(np.int32)
         out["class_names"] = list(CLASS_NAMES)
+    return out
+
+
+def typed_prompts(n: int, seed: int = 0, split: str = "train", objects: int = 1,
+                  sizes: bool = True) -> dict[str, Any]:
+    """Prompts as a person types them, for text-to-image evaluation: colour and shape always, never a
+    position; with `sizes`, the size(s) in about half of them ("a red circle", "a large blue cross");
+    two objects: "a red circle left of a blue square", the relation uniform over RELATIONS.
+
+    Returns `captions` (n str), `objects` (per prompt a list of dicts with `color`, `shape` and, where
+    the prompt names it, `size`) and, for objects=2, `relations` (n str: object 0 RELATION object 1).
+    Pairs as in `generate`: train never a HOLDOUT_PAIRS pair, holdout only those, two objects' pairs differ.
+    Prompt i is a pure function of (seed, split, i), drawn from columns of its own (_TYPED), so it is
+    independent of `generate`'s example i.
+    """
+    _check_draw(split, objects, n, seed, 0)
+    if not isinstance(sizes, bool):
+        raise ValueError(f"sizes must be True or False, got {sizes!r}")
+    u_Nk = _uniform(seed, SPLITS[split], np.arange(n), _TYPED + np.arange(_LAYOUT + 4 * objects))
+    sized_N = sizes & (u_Nk[:, _TEMPLATE] < 0.5)  # bool (N,): name the size(s)
+    large_Nk = _pick(u_Nk[:, _LAYOUT::4], 2)  # each object's size from its layout's first column, as in `_layout`
+    pairs, color_names, size_names = _pairs(u_Nk, split, objects), list(COLORS), list(SIZES)
+    objs = [[{"color": color_names[color[i]], "shape": SHAPES[shape[i]]}
+             | ({"size": size_names[large_Nk[i, k]]} if sized_N[i] else {}) for k, (color, shape) in enumerate(pairs)]
+            for i in range(n)]
+    relations = [RELATIONS[r] for r in _pick(u_Nk[:, _RELATION], len(RELATIONS))]
+    captions = [_caption(prompt, sized, False, relation) for prompt, sized, relation in zip(objs, sized_N, relations)]
+    out = {"captions": captions, "objects": objs}
+    if objects == 2:
+        out["relations"] = relations
     return out
 
 
