@@ -3,6 +3,8 @@
 Caption fidelity: does a generated one-object `shapes` image show what its prompt asked for?
 The exact grader `minimodal.data.shapes.read_attributes` reads colour, shape and position back from
 the pixels; an unreadable image (None) counts as wrong on every attribute.
+Scene fidelity: does a two-object image show both asked objects in the asked relation? `read_scene` reads
+the two objects and their boxes; `relation_holds` decides the relation; each image gets one outcome.
 Speech to text: word and character error rates (edit distance over words / characters, summed over a corpus).
 """
 
@@ -13,7 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from minimodal.data.shapes import read_attributes
+from minimodal.data.shapes import RELATION_TOLERANCE, RELATIONS, read_attributes, read_scene, relation_holds
+
+OUTCOMES = ("correct", "attribute_swap", "wrong_relation", "other")  # scene_fidelity's, one per image
+
+
+def _checked_images(images_uint8: Any) -> np.ndarray:
+    """uint8 (N, S, S, 3) with N >= 1, or a ValueError that names the fix."""
+    images = np.asarray(images_uint8)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images (N, S, S, 3), got {images.dtype} {images.shape}; "
+                         "convert model outputs with minimodal.data.denormalize_images")
+    if len(images) == 0:
+        raise ValueError("no images to grade")
+    return images
 
 
 def _prompt_objects(objects: Sequence[Any], n: int) -> list[dict[str, str]]:
@@ -38,12 +53,7 @@ def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, f
     "position" is over the prompts that name one (NaN when none does).
     `images_uint8`: uint8 (N, S, S, 3); `objects`: per image the prompt's object (as in `generate`).
     """
-    images = np.asarray(images_uint8)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"expected uint8 images (N, S, S, 3), got {images.dtype} {images.shape}; "
-                         "convert model outputs with minimodal.data.denormalize_images")
-    if len(images) == 0:
-        raise ValueError("no images to grade")
+    images = _checked_images(images_uint8)
     wanted = _prompt_objects(objects, len(images))
     hits = {"color": 0, "shape": 0, "position": 0, "both": 0, "unreadable": 0}
     with_position = sum("position" in want for want in wanted)  # prompts may leave the position open
@@ -64,6 +74,63 @@ def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, f
 def caption_fidelity(images_uint8: Any, objects: Sequence[Any]) -> float:
     """Fraction of one-object images whose colour AND shape, read back by the grader, match the prompt."""
     return attribute_accuracy(images_uint8, objects)["both"]
+
+
+def _prompt_scenes(objects: Sequence[Any], relations: Sequence[str], n: int) -> None:
+    """Checks that every image has a prompt of two objects (dicts naming colour and shape) and a relation."""
+    if len(objects) != n or len(relations) != n:
+        raise ValueError(f"got {n} images but {len(objects)} prompt objects and {len(relations)} relations")
+    for k, (objs, relation) in enumerate(zip(objects, relations)):
+        if isinstance(objs, dict) or len(objs) != 2:
+            raise ValueError(f"scene fidelity grades two-object prompts; image {k} asks for {objs!r}")
+        if not all(isinstance(o, dict) and {"color", "shape"} <= set(o) for o in objs):
+            raise ValueError(f"prompt {k}'s objects must be dicts with 'color' and 'shape', got {objs!r}")
+        if relation not in RELATIONS:
+            raise ValueError(f"prompt {k}'s relation {relation!r} is not one of {RELATIONS}")
+
+
+def _pair(obj: dict) -> tuple[str, str]:
+    return obj["color"], obj["shape"]
+
+
+def _assignments(got: list[dict], want: Sequence[dict]) -> list[tuple[dict, dict]]:
+    """The pairs (a, b) of read objects, a for prompt object 0 and b for 1, whose colours and shapes match."""
+    return [(a, b) for a, b in (got, got[::-1]) if (_pair(a), _pair(b)) == (_pair(want[0]), _pair(want[1]))]
+
+
+def _scene_outcome(got: list[dict] | None, want: Sequence[dict], relation: str, tolerance: int) -> str:
+    """One of OUTCOMES for a read scene (None: unreadable, so "other") against its prompt."""
+    if got is None:
+        return "other"
+    matched = _assignments(got, want)
+    if matched:
+        holds = any(relation_holds(a["box"], b["box"], relation, tolerance) for a, b in matched)
+        return "correct" if holds else "wrong_relation"
+    swapped = [dict(want[0], color=want[1]["color"]), dict(want[1], color=want[0]["color"])]
+    return "attribute_swap" if _assignments(got, swapped) else "other"
+
+
+def scene_fidelity(images_uint8: Any, objects: Sequence[Any], relations: Sequence[str],
+                   tolerance: int = RELATION_TOLERANCE) -> dict[str, float]:
+    """Fractions of two-object images by outcome, as the grader `read_scene` reads them.
+
+    "correct": both objects' colour and shape match the prompt's (in some assignment of read objects to
+    prompt objects) and the prompt's relation holds between the objects matched to prompt objects 0 and 1
+    (`relation_holds` with `tolerance` px of overlap, RELATION_TOLERANCE by default);
+    "wrong_relation": both objects right, the relation not; "attribute_swap": the shapes right but the
+    two colours exchanged ("a blue circle and a red square" for "a red circle ... a blue square");
+    "other": anything else, unreadable included. These four sum to 1; "unreadable" (read_scene said
+    None) is the part of "other" without two readable objects. Sizes and positions are not graded.
+    `images_uint8`: uint8 (N, S, S, 3); `objects`: per image the prompt's two object dicts (as in
+    `generate(objects=2)` or `typed_prompts(objects=2)`); `relations`: per image one of RELATIONS.
+    """
+    images = _checked_images(images_uint8)
+    _prompt_scenes(objects, relations, len(images))
+    read = [read_scene(image) for image in images]
+    outcomes = [_scene_outcome(got, want, relation, tolerance) for got, want, relation in zip(read, objects, relations)]
+    out = {name: outcomes.count(name) / len(images) for name in OUTCOMES}
+    out["unreadable"] = read.count(None) / len(images)
+    return out
 
 
 def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:

@@ -76,3 +76,74 @@ def test_prompts_without_a_position_are_graded_on_colour_and_shape():
     wanted = [{"color": o[0]["color"], "shape": o[0]["shape"]} for o in data["objects"]]
     acc = attribute_accuracy(data["images"], wanted)
     assert acc["both"] == 1.0 and np.isnan(acc["position"])
+
+
+# --- scene fidelity: two objects and their relation ----------------------------------------------------
+
+FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+@pytest.fixture(scope="module")
+def two():
+    return shapes.generate(60, 32, seed=24, objects=2)
+
+
+def all_in(fid: dict[str, float], name: str) -> bool:
+    """Whether every image has outcome `name`: that fraction 1, the other outcomes 0."""
+    return {k: fid[k] for k in metrics.OUTCOMES} == {k: float(k == name) for k in metrics.OUTCOMES}
+
+
+def test_rendered_two_object_scenes_are_correct(two):
+    fid = metrics.scene_fidelity(two["images"], two["objects"], two["relations"])
+    assert all_in(fid, "correct") and fid["unreadable"] == 0.0
+    typed = [[{k: o[k] for k in ("color", "shape")} for o in objs] for objs in two["objects"]]  # as typed
+    assert metrics.scene_fidelity(two["images"], typed, two["relations"])["correct"] == 1.0
+
+
+def test_flipped_relations_are_wrong_relations(two):
+    fid = metrics.scene_fidelity(two["images"], two["objects"], [FLIP[r] for r in two["relations"]])
+    assert all_in(fid, "wrong_relation")
+
+
+def test_swapped_colours_are_attribute_swaps(two):
+    # where both colours and both shapes differ, exchanging the colours is no other assignment's match
+    keep = [k for k, (a, b) in enumerate(two["objects"]) if a["color"] != b["color"] and a["shape"] != b["shape"]]
+    swapped = [[dict(a, color=b["color"]), dict(b, color=a["color"])] for a, b in (two["objects"][k] for k in keep)]
+    relations = [two["relations"][k] for k in keep]
+    assert len(keep) > 30
+    fid = metrics.scene_fidelity(two["images"][keep], swapped, relations)
+    assert all_in(fid, "attribute_swap")
+    flipped = metrics.scene_fidelity(two["images"][keep], swapped, [FLIP[r] for r in relations])
+    assert all_in(flipped, "attribute_swap")  # a swap whatever the relation
+
+
+def test_wrong_shapes_and_unreadable_images_are_other(two):
+    turn = {s: shapes.SHAPES[(k + 1) % 4] for k, s in enumerate(shapes.SHAPES)}
+    wrong = [[dict(o, shape=turn[o["shape"]]) for o in objs] for objs in two["objects"]]
+    fid = metrics.scene_fidelity(two["images"], wrong, two["relations"])
+    assert all_in(fid, "other") and fid["unreadable"] == 0.0
+    images = two["images"][:20].copy()
+    images[:5] = 0  # blank
+    images[5:10] = shapes.generate(5, 32, seed=25)["images"]  # one object
+    fid = metrics.scene_fidelity(images, two["objects"][:20], two["relations"][:20])
+    assert fid["unreadable"] == fid["other"] == 0.5 and fid["correct"] == 0.5
+
+
+def test_scene_fidelity_bad_input_is_a_clear_error(two):
+    images, objects, relations = two["images"][:4], two["objects"][:4], two["relations"][:4]
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.scene_fidelity(images.astype(np.float32), objects, relations)
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.scene_fidelity(images[0], objects, relations)
+    with pytest.raises(ValueError, match="4 images but 3 prompt objects and 4 relations"):
+        metrics.scene_fidelity(images, objects[:3], relations)
+    with pytest.raises(ValueError, match="4 images but 4 prompt objects and 2 relations"):
+        metrics.scene_fidelity(images, objects, relations[:2])
+    with pytest.raises(ValueError, match="two-object prompts"):
+        metrics.scene_fidelity(images, [objs[:1] for objs in objects], relations)
+    with pytest.raises(ValueError, match="'color' and 'shape'"):
+        metrics.scene_fidelity(images, [["red circle", "blue square"]] * 4, relations)
+    with pytest.raises(ValueError, match="relation 'next to'"):
+        metrics.scene_fidelity(images, objects, ["next to"] * 4)
+    with pytest.raises(ValueError, match="no images"):
+        metrics.scene_fidelity(np.zeros((0, 32, 32, 3), np.uint8), [], [])

@@ -167,12 +167,13 @@ def test_one_object_captions_name_colour_and_shape():
 def test_two_objects_never_overlap_and_relations_hold(size):
     data = shapes.generate(300, size, seed=7, objects=2)
     checked = 0
-    for image, caption, objs in zip(data["images"], data["captions"], data["objects"]):
+    for image, caption, objs, relation in zip(data["images"], data["captions"], data["objects"], data["relations"]):
         a, b = objs
         assert (a["color"], a["shape"]) != (b["color"], b["shape"]) and a["position"] != b["position"]
         m = TWO.fullmatch(caption)
         assert m, caption
-        size_a, color_a, shape_a, relation, size_b, color_b, shape_b = m.groups()
+        size_a, color_a, shape_a, stated, size_b, color_b, shape_b = m.groups()
+        assert stated == relation  # the structured relation is the caption's
         assert (color_a, shape_a, color_b, shape_b) == (a["color"], a["shape"], b["color"], b["shape"])
         assert size_a in (None, a["size"]) and size_b in (None, b["size"])
         # no overlap: the painted pixels are the two shapes' full areas
@@ -184,8 +185,10 @@ def test_two_objects_never_overlap_and_relations_hold(size):
             tb, bb, lb, rb = bbox((image == shapes.COLORS[b["color"]]).all(-1))
             assert lb - ra >= 1 or la - rb >= 1 or tb - ba >= 1 or ta - bb >= 1  # a pixel apart
             assert {"left of": ra <= lb, "right of": rb <= la, "above": ba <= tb, "below": bb <= ta}[relation]
+            assert shapes.relation_holds((ta, la, ba - ta, ra - la), (tb, lb, bb - tb, rb - lb), relation)
             checked += 1
-    assert checked > 200
+    assert checked > 200 and set(data["relations"]) == set(shapes.RELATIONS)
+    assert "relations" not in shapes.generate(4, size)
 
 
 def test_typed_prompts_name_colour_shape_and_sometimes_size():
@@ -357,3 +360,70 @@ def test_grader_tolerates_generated_image_defects(size):
     blurred = sum(padded[:, 1 + a:size + 1 + a, 1 + b:size + 1 + b]
                   for a in (-1, 0, 1) for b in (-1, 0, 1)) / 9
     assert read_rate(np.rint(blurred).astype(np.uint8), data["objects"]) >= {32: 0.94, 64: 0.98}[size]
+
+
+# --- two-object scenes: read_scene and relation_holds -------------------------------------------------
+
+def attrs(obj: dict) -> tuple[str, str, str]:
+    return obj["color"], obj["shape"], obj["position"]
+
+
+def repaint(objs: list[dict], size: int) -> np.ndarray:
+    """A black canvas with each read object drawn in its colour, shape and box: uint8 (S, S, 3)."""
+    canvas = np.zeros((size, size, 3), np.uint8)
+    for o in objs:
+        top, left, h, w = o["box"]
+        canvas[shapes.shape_mask(o["shape"], *np.indices((size, size)) - np.array([top, left])[:, None, None],
+                                 h, w)] = shapes.COLORS[o["color"]]
+    return canvas
+
+
+@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("split", ["train", "holdout"])
+def test_read_scene_is_exact_on_rendered_two_object_scenes(size, split):
+    data = shapes.generate(300, size, seed=17, split=split, objects=2)
+    for image, objs, relation in zip(data["images"], data["objects"], data["relations"]):
+        got = shapes.read_scene(image)
+        assert got is not None
+        assert sorted(map(attrs, got)) == sorted(map(attrs, objs))  # every colour, shape and position
+        np.testing.assert_array_equal(repaint(got, size), image)  # and every box, to the pixel
+        assert (got[0]["box"][1], got[0]["box"][0]) <= (got[1]["box"][1], got[1]["box"][0])  # left to right
+        a, b = got if attrs(got[0]) == attrs(objs[0]) else got[::-1]
+        assert shapes.relation_holds(a["box"], b["box"], relation)
+
+
+def test_read_scene_reads_dark_backgrounds_and_drops_specks():
+    data = shapes.generate(100, 32, seed=18, objects=2, background="noise")
+    assert all(sorted(map(attrs, shapes.read_scene(im))) == sorted(map(attrs, objs))
+               for im, objs in zip(data["images"], data["objects"]))
+    clean = shapes.generate(100, 32, seed=19, objects=2)
+    specks, rng = clean["images"].copy(), np.random.default_rng(3)
+    where = np.arange(100), rng.integers(0, 32, 100), rng.integers(0, 32, 100)
+    specks[where] = np.where(specks[where].any(-1, keepdims=True), specks[where], 255)  # a stray white pixel
+    assert [shapes.read_scene(im) for im in specks] == [shapes.read_scene(im) for im in clean["images"]]
+
+
+def test_read_scene_says_none_unless_two_objects():
+    for size in (16, 32):
+        assert all(shapes.read_scene(im) is None for im in shapes.generate(100, size, seed=20)["images"])
+        assert shapes.read_scene(np.zeros((size, size, 3), np.uint8)) is None
+    three = np.zeros((32, 32, 3), np.uint8)
+    three[2:11, 2:11] = three[2:11, 20:29] = three[20:29, 10:19] = shapes.COLORS["red"]
+    assert shapes.read_scene(three) is None
+    with pytest.raises(ValueError, match="read_scene expects one square uint8 image"):
+        shapes.read_scene(np.zeros((32, 32, 3), np.float32))
+
+
+def test_relation_holds_on_boxes():
+    a = (0, 0, 4, 4)  # (top, left, height, width)
+    touching, overlap1, overlap2 = (10, 4, 4, 4), (10, 3, 4, 4), (10, 2, 4, 4)
+    assert shapes.relation_holds(a, touching, "left of") and shapes.relation_holds(touching, a, "right of")
+    assert shapes.relation_holds(a, touching, "above") and shapes.relation_holds(touching, a, "below")
+    assert not shapes.relation_holds(a, touching, "right of") and not shapes.relation_holds(a, touching, "below")
+    # the grader's tolerance: boxes that overlap by one pixel still count, by two they do not
+    assert not shapes.relation_holds(a, overlap1, "left of")
+    assert shapes.relation_holds(a, overlap1, "left of", tolerance=shapes.RELATION_TOLERANCE)
+    assert not shapes.relation_holds(a, overlap2, "left of", tolerance=shapes.RELATION_TOLERANCE)
+    assert not shapes.relation_holds(a, overlap1, "right of", tolerance=shapes.RELATION_TOLERANCE)
+    with pytest.raises(ValueError, match="unknown relation"):
+        shapes.relation_holds(a, touching, "near")

@@ -8,7 +8,8 @@ Geometry in integer pixel coordinates, with (i, j) the row / column offset insid
     square    every pixel of the box
     triangle  |2j + 1 - w| <= i + 1                          (apex at the top centre, base = height = w)
     cross     a centred column and row of thickness max(1, w // 3)
-The same geometry, stretched to an h x w box, is the template set of the grader `read_attributes`.
+The same geometry, stretched to an h x w box, is the template set of the graders `read_attributes`
+and `read_scene`; `relation_holds` defines the relations between two boxes.
 
 Determinism: every random number of example `index` is u(seed, split, index, k) for a fixed column k
 (a counter-based hash, `_uniform`), so example i is identical whatever `n` or `start` asks for it,
@@ -153,6 +154,23 @@ def _apart(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
     return (gap_x >= 1) | (gap_y >= 1)
 
 
+def relation_holds(box_a: tuple, box_b: tuple, relation: str, tolerance: int = 0) -> bool:
+    """Whether "a RELATION b" holds between boxes (top, left, height, width): a is left of b iff a's box
+    ends at or before b's begins, left_a + width_a <= left_b + tolerance; right of, above, below alike.
+
+    tolerance 0 is the rule captions choose their relation by, on the rendered boxes. The grader allows
+    RELATION_TOLERANCE = 1: ragged or blurred edges of generated objects can grow a read box by a pixel,
+    so boxes that overlap by one column (row) still count. Opposite relations exclude each other while
+    width_a + width_b > 2 tolerance.
+    """
+    (top_a, left_a, h_a, w_a), (top_b, left_b, h_b, w_b) = box_a, box_b
+    gap = {"left of": left_b - (left_a + w_a), "right of": left_a - (left_b + w_b),
+           "above": top_b - (top_a + h_a), "below": top_a - (top_b + h_b)}
+    if relation not in gap:
+        raise ValueError(f"unknown relation {relation!r}; choose one of {RELATIONS}")
+    return bool(gap[relation] >= -tolerance)
+
+
 @cache
 def _pixels(shape: str, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column offsets of the pixels of `shape` in a w x w box: int (P,), (P,)."""
@@ -243,10 +261,10 @@ def _backgrounds(u_Nk: np.ndarray, seed: int, split_id: int, index_N: np.ndarray
 
 
 def _relation(u: float, boxes: list[tuple]) -> str:
-    """The relation a two-object caption states: drawn by u among those that hold between the boxes (y0, x0, w)."""
-    (ya, xa, wa), (yb, xb, wb) = boxes
-    holds = [xa + wa <= xb, xb + wb <= xa, ya + wa <= yb, yb + wb <= ya]  # left of, right of, above, below
-    true = [r for r, h in zip(RELATIONS, holds) if h]
+    """The relation a two-object caption states: drawn by u among those that hold (`relation_holds`,
+    tolerance 0) between the boxes (y0, x0, w)."""
+    box_a, box_b = ((y0, x0, w, w) for y0, x0, w in boxes)
+    true = [r for r in RELATIONS if relation_holds(box_a, box_b, r)]
     return true[int(u * len(true))]
 
 
@@ -264,8 +282,9 @@ def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", object
     """Render examples start .. start + n - 1 of a split.
 
     Returns `images` uint8 (n, size, size, 3), `captions` (n str), `objects` (per image a list of
-    dicts with `color`, `shape`, `size`, `position`) and, for one-object scenes, `labels` int32 (n,)
-    = colour_idx * 4 + shape_idx with `class_names` (CLASS_NAMES).
+    dicts with `color`, `shape`, `size`, `position`); for one-object scenes `labels` int32 (n,)
+    = colour_idx * 4 + shape_idx with `class_names` (CLASS_NAMES); for two-object scenes `relations`
+    (n str, one of RELATIONS: the caption's "object 0 RELATION object 1", true of the rendered boxes).
     `split`: "train" (never a HOLDOUT_PAIRS pair) or "holdout" (only those pairs).
     `objects=2`: two objects whose boxes are at least one pixel apart; the caption relates them
     ("a red circle left of a blue square"); their (colour, shape) pairs differ.
@@ -295,6 +314,8 @@ def generate(n: int, size: int = 32, seed: int = 0, split: str = "train", object
     if objects == 1:
         out["labels"] = (slots[0]["color"] * 4 + slots[0]["shape"]).astype(np.int32)
         out["class_names"] = list(CLASS_NAMES)
+    else:
+        out["relations"] = relations
     return out
 
 
@@ -342,8 +363,9 @@ def examples(split: str = "train", n: int | None = None, image_size: int = 32, s
 # --- the grader -------------------------------------------------------------------------------------
 
 CORE_DISTANCE = 90.0  # RGB distance from the background beyond which a pixel surely shows the object
-MIN_BLOB = 0.25  # blobs smaller than this fraction of the largest one are specks, not the object
+MIN_BLOB = 0.25  # blobs smaller than this fraction of the largest one (two objects: the smaller one) are specks
 MIN_IOU = 0.5  # a foreground that overlaps its best template less than this is unreadable
+RELATION_TOLERANCE = 1  # px of box overlap that `scene_fidelity` still accepts (see relation_holds)
 
 
 # Inner boxes tried inside the foreground's bounding box: each side moved in by 0 or 1 pixel, so a ragged
@@ -363,39 +385,55 @@ def _templates(h: int, w: int) -> np.ndarray:
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
-def _main_blobs(mask_SS: np.ndarray) -> np.ndarray:
-    """`mask` without its 8-connected blobs smaller than MIN_BLOB x the largest one."""
+def _blob_labels(mask_SS: np.ndarray, rank: int = 1) -> np.ndarray:
+    """The 8-connected blobs of `mask`, labelled 1, 2, ... int (S, S), with the specks (blobs smaller than
+    MIN_BLOB x the rank-th largest blob) and the rest of the image labelled 0."""
     labels_SS, count = ndimage.label(mask_SS, structure=_EIGHT_NEIGHBOURS)
     area = np.bincount(labels_SS.ravel(), minlength=count + 1)
     area[0] = 0  # the background
-    return mask_SS & (area[labels_SS] >= MIN_BLOB * area.max())
+    keep = area >= MIN_BLOB * np.sort(area)[::-1][min(rank, count + 1) - 1]  # rank-th largest, 0 if none
+    keep[0] = False
+    return np.where(keep[labels_SS], labels_SS, 0)
 
 
-def read_attributes(image: np.ndarray) -> dict[str, str] | None:
-    """The exact grader: colour, shape and position of a one-object scene, from uint8 pixels only.
+def _main_blobs(mask_SS: np.ndarray) -> np.ndarray:
+    """`mask` without its 8-connected blobs smaller than MIN_BLOB x the largest one."""
+    return _blob_labels(mask_SS) > 0
 
-    bg = median colour of the outer ring of pixels; core = pixels with ||x - bg|| > CORE_DISTANCE.
-    colour = the palette colour p whose blend line x = bg + alpha (p - bg) fits the core best
-    (least squared distance, so blurred or dimmed pixels still vote for their colour);
-    coverage alpha = (x - bg).(p - bg) / ||p - bg||^2; foreground = alpha > 1/2 without specks
-    (blobs < MIN_BLOB of the largest); shape = the template T (`shape_mask` stretched to the
-    foreground's bounding box, or to a box one pixel in on some sides) of least sum (T - clip(alpha))^2
-    over the box (for a clean image: the exact match); position = the 3 x 3 cell of T's box centre.
-    None for an image without an object (too few core or foreground pixels) or whose foreground is
-    no shape (IoU with the best template < MIN_IOU).
-    """
+
+def _centred(image: np.ndarray, reader: str) -> tuple[np.ndarray, np.ndarray]:
+    """x - bg float64 (S, S, 3) and bg (3,), the median colour of the image's outer ring of pixels."""
     image = np.asarray(image)
     square = image.ndim == 3 and image.shape[2] == 3 and 8 <= image.shape[0] == image.shape[1]
     if image.dtype != np.uint8 or not square:
-        raise ValueError(f"read_attributes expects one square uint8 image (S, S, 3) with S >= 8, got "
+        raise ValueError(f"{reader} expects one square uint8 image (S, S, 3) with S >= 8, got "
                          f"{image.dtype} {image.shape}; convert model outputs with "
                          "minimodal.data.denormalize_images")
-    size = image.shape[0]
     ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])  # (4S - 4, 3)
     bg = np.median(ring, axis=0)  # (3,)
-    x_SS3 = image - bg  # float64
+    return image - bg, bg
+
+
+def _core(x_SS3: np.ndarray) -> np.ndarray:
+    """Pixels that surely show an object: ||x - bg|| > CORE_DISTANCE, bool (S, S)."""
+    return np.linalg.norm(x_SS3, axis=-1) > CORE_DISTANCE
+
+
+def _read_object(x_SS3: np.ndarray, bg: np.ndarray, core_SS: np.ndarray,
+                 region_SS: np.ndarray | bool = True) -> dict[str, Any] | None:
+    """One object's colour, shape, position and box (top, left, height, width), from its core pixels.
+
+    colour = the palette colour p whose blend line x = bg + alpha (p - bg) fits the core best
+    (least squared distance, so blurred or dimmed pixels still vote for their colour);
+    coverage alpha = (x - bg).(p - bg) / ||p - bg||^2; foreground = alpha > 1/2 inside `region`, without
+    specks (blobs < MIN_BLOB of the largest); shape = the template T (`shape_mask` stretched to the
+    foreground's bounding box, or to a box one pixel in on some sides) of least sum (T - clip(alpha))^2
+    over the box (for a clean image: the exact match); box = T's box; position = the 3 x 3 cell of its centre.
+    None for too few core or foreground pixels (under a quarter of a small box) or a foreground that is
+    no shape (IoU with the best template < MIN_IOU).
+    """
+    size = x_SS3.shape[0]
     min_pixels = max(4.0, 0.25 * (SIZES["small"] * size) ** 2)  # a quarter of a small box
-    core_SS = _main_blobs(np.linalg.norm(x_SS3, axis=-1) > CORE_DISTANCE)
     if core_SS.sum() < min_pixels:
         return None
     d_63 = _PALETTE - bg  # p - bg for each palette colour
@@ -405,7 +443,7 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     line_6 = (x_M3 ** 2).sum() - ((x_M3 @ (d_63 / np.maximum(norm_6, 1.0)[:, None]).T) ** 2).sum(0)
     color = int(np.argmin(np.where(norm_6 > CORE_DISTANCE, line_6, np.inf)))  # p must stand out from bg
     alpha_SS = x_SS3 @ d_63[color] / (d_63[color] @ d_63[color])  # x = bg + alpha (p - bg)
-    fg_SS = _main_blobs(alpha_SS > 0.5)
+    fg_SS = _main_blobs((alpha_SS > 0.5) & region_SS)
     if fg_SS.sum() < min_pixels:
         return None
     rows, cols = np.flatnonzero(fg_SS.any(1)), np.flatnonzero(fg_SS.any(0))
@@ -418,6 +456,44 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     if (best & crop).sum() / (best | crop).sum() < MIN_IOU:
         return None
     dt, db, dl, dr = _INSETS[inset]
-    row = min(2, int(3 * (top + dt + bottom - db) / (2 * size)))  # floor(3 * centre / size)
-    col = min(2, int(3 * (left + dl + right - dr) / (2 * size)))
-    return {"color": list(COLORS)[color], "shape": SHAPES[shape], "position": POSITIONS[row * 3 + col]}
+    top, bottom, left, right = int(top + dt), int(bottom - db), int(left + dl), int(right - dr)  # T's box
+    row = min(2, 3 * (top + bottom) // (2 * size))  # floor(3 * centre / size)
+    col = min(2, 3 * (left + right) // (2 * size))
+    return {"color": list(COLORS)[color], "shape": SHAPES[shape], "position": POSITIONS[row * 3 + col],
+            "box": (top, left, bottom - top, right - left)}
+
+
+def read_attributes(image: np.ndarray) -> dict[str, str] | None:
+    """The exact grader: colour, shape and position of a one-object scene, from uint8 pixels only.
+
+    bg = median colour of the outer ring of pixels; core = pixels with ||x - bg|| > CORE_DISTANCE, without
+    specks (blobs < MIN_BLOB of the largest); the object is read from the core by `_read_object`.
+    None for an image without an object (too few core or foreground pixels) or whose foreground is
+    no shape (IoU with the best template < MIN_IOU).
+    """
+    x_SS3, bg = _centred(image, "read_attributes")
+    obj = _read_object(x_SS3, bg, _main_blobs(_core(x_SS3)))
+    return None if obj is None else {key: obj[key] for key in ("color", "shape", "position")}
+
+
+def read_scene(image: np.ndarray) -> list[dict[str, Any]] | None:
+    """The exact grader of a two-object scene: per object `color`, `shape`, `position` and `box`
+    (top, left, height, width), ordered left to right (then top to bottom) by their boxes' corners.
+
+    The core (as in `read_attributes`) splits into its 8-connected blobs; specks are blobs smaller than
+    MIN_BLOB x the second largest, the smaller object (relative to the largest, as one-object scenes
+    have it, a small cross at 16 px, 1/7 of a large square, would be a speck). Exactly two blobs must
+    remain; each is read by `_read_object`, its foreground confined to the pixels nearer to its own core
+    than to the other's, so the other object never joins it (rendered objects are >= 1 px apart).
+    None unless exactly two blobs remain and both are readable objects.
+    """
+    x_SS3, bg = _centred(image, "read_scene")
+    labels_SS = _blob_labels(_core(x_SS3), rank=2)
+    ids = np.unique(labels_SS[labels_SS > 0])
+    if len(ids) != 2:
+        return None
+    near_2SS = np.stack([ndimage.distance_transform_edt(labels_SS != k) for k in ids])  # distance to each core
+    objs = [_read_object(x_SS3, bg, labels_SS == k, near_2SS[i] < near_2SS[1 - i]) for i, k in enumerate(ids)]
+    if None in objs:
+        return None
+    return sorted(objs, key=lambda obj: (obj["box"][1], obj["box"][0]))
