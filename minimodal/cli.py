@@ -113,6 +113,10 @@ def cmd_sample(args) -> int:
         raise ValueError(f"-n (images per prompt) must be at least 1, got {args.n}")
     if not all(p.strip() for p in args.prompt):
         raise ValueError("--prompt must not be empty")
+    if args.model == "clip-guided":
+        return _sample_clip_guided(args, options)
+    if not args.workdir:
+        raise ValueError("sample needs --workdir (the generator's work directory)")
     family, model, config, tokenizer = _load(args.model, args.workdir, args.step)
     pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
     if not hasattr(pipeline, "generate"):
@@ -127,6 +131,29 @@ def cmd_sample(args) -> int:
         print(f"wrote the denoising trajectory (rows: images, columns: noise -> image) to {strip}")
     save_grid(images, out, ncols=args.n)
     print(f"wrote {len(images)} images for {len(args.prompt)} prompt(s) to {out}")
+    return 0
+
+
+def _sample_clip_guided(args, options: dict[str, Any]) -> int:
+    """`sample clip-guided --clip DIR [--vqgan DIR]`: images optimised against CLIP, and their progress strip."""
+    from minimodal.clip_guided import ClipGuided
+    from minimodal.viz import film_strip, save_grid
+
+    if not args.clip:
+        raise ValueError("sample clip-guided needs --clip DIR (a trained CLIP); --vqgan DIR draws through a VQGAN, "
+                         "without it the pixels are optimised directly")
+    if args.workdir or args.step is not None:
+        raise ValueError("sample clip-guided takes --clip and --vqgan, not --workdir / --step")
+    generator = ClipGuided(args.clip, args.vqgan)
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images, progress = generator.generate(prompts, seed=args.seed, **{"return_progress": True, **options})
+    out = Path(args.out or Path(args.vqgan or args.clip) / "samples" / "clip_guided.png")
+    strip = out.with_name(out.stem + "_progress.png")
+    save_grid(film_strip(progress, frames=min(10, len(progress))), strip, ncols=min(10, len(progress)))
+    save_grid(images, out, ncols=args.n)
+    scores = generator.clip_score(images, prompts)
+    print(f"wrote {len(images)} images for {len(args.prompt)} prompt(s) to {out} (mean CLIP score "
+          f"{np.mean(scores):.3f}); progress (rows: images, columns: start -> end) in {strip}")
     return 0
 
 
@@ -260,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("sample", help="draw images for prompts with a trained generator, as a PNG grid")
-    p.add_argument("model", nargs="?", help="dalle | ddpm (checked against WORKDIR)")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("model", nargs="?", help="dalle | ddpm (checked against WORKDIR) | clip-guided (--clip, --vqgan)")
+    p.add_argument("--workdir", help="the generator's work directory (all but clip-guided)")
+    p.add_argument("--clip", help="clip-guided: the CLIP work directory whose similarity is maximised")
+    p.add_argument("--vqgan", help="clip-guided: a VQGAN (vqvae) work directory to draw through; none: raw pixels")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("-n", type=int, default=8, help="images per prompt")
     p.add_argument("--seed", type=int, default=0)

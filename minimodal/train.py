@@ -10,6 +10,20 @@ and, on the CPU, ends bitwise identical to an uninterrupted run: batch `s` and t
 Flax API: NNX (`flax.nnx`), Flax's recommended API for new code. The model is split once into
 (graphdef, params, rest) and the step is a plain `jax.jit` of a pure function of those arrays, because
 `nnx.jit` re-walks the module graph on every call (tens of ms with hundreds of arrays).
+
+Two (or more) optimisers: a family may declare `groups`, sub-modules trained by a loss and an optimiser of
+their own (a GAN's discriminator: `Group("discriminator", discriminator_loss_fn, its_optimizer)`). The
+model's Params are then split by the sub-module's attribute name: each group's Params, and the others
+("params", which the family's `loss_fn` and `make_optimizer(config)` train, as always). One step updates
+them in turn on the same batch (alternating, as taming-transformers' VQGAN does):
+    1. the main loss's gradient w.r.t. the main params only (the groups' Params are constants) -> update;
+    2. for each group in order: its loss, on the model *after* step 1 (and earlier groups), differentiated
+       w.r.t. that group's Params only -> its own optimiser's update.
+Each group has its own optimiser state in `state["groups"][name]`; its loss, gradient norm and metrics are
+logged as `<name>_loss`, `<name>_grad_norm`, `<name>_<metric>`; a non-finite one stops training like the main
+loss. EMA (if any) averages the main params only. A group whose sub-module the built model lacks (None) is
+left out, so a family can make it a config option (the plain VQ-VAE and the VQGAN are one family): without
+groups the state, the step and the checkpoints are exactly those of a single-optimiser family.
 """
 
 from __future__ import annotations
@@ -43,17 +57,34 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 @dataclasses.dataclass(frozen=True)
+class Group:
+    """A sub-module trained by a loss and an optimiser of its own (see the module docstring).
+
+    module: the model's attribute holding it (e.g. "discriminator"); the group is left out when it is None.
+    loss_fn(model, batch, rng) -> (scalar loss, {name: scalar}), differentiated w.r.t. that sub-module's Params.
+    optimizer(config) -> optax.GradientTransformation; default: `make_optimizer(config)`.
+    """
+
+    module: str
+    loss_fn: Callable[[nnx.Module, dict[str, Any], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+    optimizer: Callable[[TrainConfig], optax.GradientTransformation] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
     """What a model family gives the trainer; the loop owns everything else.
 
     build(config, tokenizer, rngs) -> nnx.Module
     loss_fn(model, batch, rng) -> (scalar loss, {name: scalar}); pure, jit-able, no host sync.
         `batch` is the pipeline's dict (images float32 (B,H,W,3) in [-1,1], tokens int32 (B,T), extras).
+    text_tokenizer(config, workdir) -> Tokenizer      optional: the tokenizer to use instead of training one on the
+        captions (unCLIP: its CLIP's, whose text embeddings it learns from)
     prepare(config, examples, tokenizer, workdir) -> examples     optional: add arrays (e.g. image tokens)
     warm_start(model, config, tokenizer) -> None     optional: set some weights before step 0 of a fresh run
     sample_grid(model, config, tokenizer, rng, workdir) -> uint8 (N,H,W,3)   optional: periodic PNG grids
     evaluate(model, config, tokenizer, workdir) -> {name: float}   optional: `minimodal eval` + periodic
     pipeline(model, config, tokenizer, workdir) -> object          what `minimodal.load(workdir)` returns
+    groups: sub-modules with a loss and an optimiser of their own (`Group`; e.g. a GAN's discriminator)
     """
 
     name: str
@@ -62,10 +93,12 @@ class Family:
     build: Callable[..., nnx.Module]
     loss_fn: Callable[[nnx.Module, dict[str, Any], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
     prepare: Callable[..., dict[str, Any]] | None = None
+    text_tokenizer: Callable[..., Tokenizer] | None = None
     warm_start: Callable[..., None] | None = None
     sample_grid: Callable[..., np.ndarray] | None = None
     evaluate: Callable[..., dict[str, float]] | None = None
     pipeline: Callable[..., Any] | None = None
+    groups: tuple[Group, ...] = ()
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,31 +185,57 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
                        optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask))
 
 
-def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig):
-    """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+def group_optimizers(family: Family, model: nnx.Module,
+                     config: TrainConfig) -> list[tuple[Group, optax.GradientTransformation]]:
+    """The family's groups that this model has (sub-module not None), each with its optimiser."""
+    return [(g, (g.optimizer or make_optimizer)(config)) for g in family.groups
+            if getattr(model, g.module, None) is not None]
+
+
+def _split(model: nnx.Module, groups: Sequence[tuple[Group, Any]] = ()):
+    """(graphdef, [each group's Params], the other Params, the rest); without groups: nnx.split(model, Param, ...)."""
+    filters = [nnx.All(nnx.Param, nnx.PathContains(g.module)) for g, _ in groups]
+    graphdef, *states = nnx.split(model, *filters, nnx.Param, ...)
+    return graphdef, states[:-2], states[-2], states[-1]
+
+
+def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig,
+                   groups: Sequence[tuple[Group, optax.GradientTransformation]] = ()):
+    """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}, plus
+    groups: {name: {params, opt_state}} when the model has groups."""
+    graphdef, group_params, params, rest = _split(model, groups)
     strong = lambda tree: jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), tree)  # noqa: E731
     params, rest = strong(params), strong(rest)  # weakly typed leaves would make the step compile twice
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
              "opt_state": tx.init(params), "bad_step": jnp.full((), -1, jnp.int32)}
+    if groups:
+        state["groups"] = {g.module: {"params": strong(p), "opt_state": gtx.init(strong(p))}
+                           for (g, gtx), p in zip(groups, group_params)}
     if config.ema_decay > 0:
         state["ema"] = jax.tree.map(jnp.copy, params)
     return graphdef, state
 
 
-def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformation, config: TrainConfig):
+def _group_params(state) -> list[Any]:
+    return [g["params"] for g in state.get("groups", {}).values()]
+
+
+def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformation, config: TrainConfig,
+                    groups: Sequence[tuple[Group, optax.GradientTransformation]] = ()):
     """The pure step: (state, batch) -> (state, metrics). A non-finite loss or gradient records its step in
     `state["bad_step"]` (a scalar: no host sync per step, no select over the weights); the loop checks it
-    at every log and before every checkpoint, so only finite states are ever saved."""
+    at every log and before every checkpoint, so only finite states are ever saved.
+    With `groups` (from `group_optimizers`), each group's loss then updates its own Params in turn."""
     base_key = jax.random.key(config.seed)
 
     def step_fn(state, batch):
         rng = jax.random.fold_in(base_key, state["step"])
+        held = _group_params(state)  # constants of the main loss
 
         def loss_of(params):
-            model = nnx.merge(graphdef, params, state["rest"], copy=True)  # fresh Variables in this trace
+            model = nnx.merge(graphdef, params, *held, state["rest"], copy=True)  # fresh Variables in this trace
             loss, metrics = family.loss_fn(model, batch, rng)
-            _, _, rest = nnx.split(model, nnx.Param, ...)  # non-Param state the loss updated (e.g. EMA codebooks)
+            rest = _split(model, groups)[3]  # non-Param state the loss updated (e.g. EMA codebooks)
             return loss, (metrics, rest)
 
         (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
@@ -184,14 +243,44 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        new = {**state, "step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state,
-               "bad_step": jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], state["step"])}
+        new = {**state, "step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
+        metrics = {"loss": loss, "grad_norm": grad_norm, **metrics}
+        if groups:
+            new["groups"], finite_groups, group_metrics = _group_updates(groups, graphdef, new, batch, rng)
+            finite, metrics = finite & finite_groups, {**metrics, **group_metrics}
+        new["bad_step"] = jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], state["step"])
         if "ema" in state:  # ema <- d * ema + (1 - d) * params
             d = config.ema_decay
             new["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
-        return new, {"loss": loss, "grad_norm": grad_norm, **metrics}
+        return new, metrics
 
     return step_fn
+
+
+def _group_updates(groups, graphdef, state, batch, rng):
+    """Each group's loss on the current model, differentiated w.r.t. its own Params, then its optimiser's
+    update; later groups see earlier groups' updates. Returns (groups state, all finite, metrics);
+    `state["rest"]` takes the non-Param state the group losses updated."""
+    current = dict(state["groups"])
+    finite, metrics = jnp.asarray(True), {}
+    for i, (group, gtx) in enumerate(groups):
+        name = group.module
+        others = [current[g.module]["params"] for g, _ in groups if g.module != name]
+
+        def loss_of(own, group=group, others=others):
+            model = nnx.merge(graphdef, state["params"], *others, own, state["rest"], copy=True)
+            loss, aux = group.loss_fn(model, batch, jax.random.fold_in(rng, i + 1))
+            return loss, (aux, _split(model, groups)[3])
+
+        (loss, (aux, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(current[name]["params"])
+        state = {**state, "rest": rest}
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = gtx.update(grads, current[name]["opt_state"], current[name]["params"])
+        current[name] = {"params": optax.apply_updates(current[name]["params"], updates), "opt_state": opt_state}
+        finite = finite & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        metrics.update({f"{name}_loss": loss, f"{name}_grad_norm": grad_norm,
+                        **{f"{name}_{k}": v for k, v in aux.items()}})
+    return current, finite, metrics
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -226,6 +315,9 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
     distributed.check_same_settings({"model": family.name, "workdir": str(workdir), **configlib.to_dict(config)})
     _check_workdir_fits(family, config, workdir)
     distributed.barrier("minimodal_workdir_checked")  # every process has read the files before any is written
+    finished = _finished(config, workdir)
+    if finished is not None:
+        return finished
     primary = distributed.is_primary()
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +326,8 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
             _claim_workdir(family, config, workdir)
         if examples is None:
             examples = load_examples(config.data, "train", config.n_train, config.image_size, config.seed)
+        if tokenizer is None and family.text_tokenizer is not None:
+            tokenizer = family.text_tokenizer(config, workdir)
         if tokenizer is None and primary:
             tokenizer = _tokenizer_for(workdir, examples["captions"], config.vocab_size)
         elif primary and not (workdir / TOKENIZER_FILE).exists():
@@ -249,14 +343,14 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
         checkpoints = _checkpoints(workdir, config.keep_checkpoints)
         if not checkpoints.steps() and family.warm_start is not None:
             family.warm_start(model, config, tokenizer)
-        tx = make_optimizer(config)
-        graphdef, state = _initial_state(model, tx, config)
+        tx, groups = make_optimizer(config), group_optimizers(family, model, config)
+        graphdef, state = _initial_state(model, tx, config, groups)
         state = jax.device_put(state, replicated)
         start, restored = checkpoints.restore_newest(state, set_damaged_aside=True)
         if start:
             state = restored
             distributed.say(f"resuming {workdir} from step {start}")
-        step_fn = jax.jit(make_train_step(family, graphdef, tx, config), donate_argnums=0,
+        step_fn = jax.jit(make_train_step(family, graphdef, tx, config, groups), donate_argnums=0,
                           out_shardings=(replicated, replicated))
 
         stop = _StopFlag()
@@ -266,6 +360,18 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
         raise KeyboardInterrupt(f"interrupted: checkpoint saved at step {int(state['step'])} in {workdir}")
     state = distributed.local_copy(state)
     return Trained(_current_model(graphdef, state), config, tokenizer, workdir, int(state["step"]), seconds)
+
+
+def _finished(config: TrainConfig, workdir: Path) -> Trained | None:
+    """A run whose newest checkpoint is intact and at `config.steps`, loaded as it is (no data, no steps);
+    None when there is training left to do."""
+    checkpoints = _checkpoints(workdir, config.keep_checkpoints)
+    step = checkpoints.latest_step()
+    if step != config.steps or not _intact(checkpoints, step):
+        return None
+    _, model, _, tokenizer = load_model(workdir, step)
+    distributed.say(f"{workdir} is already trained to step {step}: loaded it")
+    return Trained(model, config, tokenizer, workdir, step, 0.0)
 
 
 class _StopFlag:
@@ -348,7 +454,7 @@ def _save(checkpoints: Checkpoints, state, workdir: Path) -> None:
 
 
 def _current_model(graphdef, state) -> nnx.Module:
-    return nnx.merge(graphdef, state.get("ema", state["params"]), state["rest"])
+    return nnx.merge(graphdef, state.get("ema", state["params"]), *_group_params(state), state["rest"])
 
 
 def _write_samples(family, config, graphdef, tokenizer, state, workdir: Path) -> None:
@@ -389,7 +495,7 @@ def load_model(workdir: str | Path, step: int | None = None) -> tuple[Family, nn
     config = configlib.load(family.config_class, workdir / CONFIG_FILE)
     tokenizer = read_tokenizer(workdir)
     model = family.build(config, tokenizer, nnx.Rngs(config.seed))
-    graphdef, state = _initial_state(model, make_optimizer(config), config)
+    graphdef, state = _initial_state(model, make_optimizer(config), config, group_optimizers(family, model, config))
     checkpoints = _checkpoints(workdir, config.keep_checkpoints)
     saved = checkpoints.steps()
     if not saved:
@@ -447,5 +553,6 @@ def plot_loss(workdir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-__all__ = ["Family", "Trained", "TrainingDiverged", "WorkdirMismatch", "fit", "load_model", "make_optimizer",
+__all__ = ["Family", "Group", "Trained", "TrainingDiverged", "WorkdirMismatch", "fit", "group_optimizers",
+           "load_model", "make_optimizer",
            "make_train_step", "mesh_for", "plot_loss", "read_metrics"]

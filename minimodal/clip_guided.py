@@ -1,0 +1,291 @@
+"""CLIP-guided generation (VQGAN + CLIP): draw a picture by optimising it against a trained CLIP.
+
+Legend: P prompts, K cut-outs, S image side, C CLIP's input side, h w latent grid, D code width, V codebook
+size, E embedding width.
+
+For each prompt p (text embedding t_p), optimise the parameters θ_p of an image x(θ_p):
+    VQGAN route:  θ = z (h, w, D), a continuous latent grid;  x = Dec(e_k(z) + z - sg(z)),  k(z) = argmin_v |z - e_v|
+                  (straight-through: the decoder only ever sees codebook vectors, the gradient reaches z as if
+                  there were no snapping)
+    pixel route:  θ = u (S, S, 3),  x = tanh(u)            (`vqgan=None`: no generator, the contrast)
+    maximise      score(θ) = 1/K Σ_k cos(CLIP_img(aug_k(crop_k(x))), t_p)      (K = 0: the whole image, once)
+with Adam (optax) for `steps` steps. The whole optimisation, every prompt at once, is one compiled `lax.scan`.
+
+A cut-out is a random square of side s ~ U[cut_min·S, S] at a random place, resized (bilinear) to CLIP's
+C × C as two small matrix products (rows, then columns), flipped left-right with probability ½ (`flip`), plus
+Gaussian noise of a std drawn from U[0, noise]. Why: a few pixels can fool CLIP's view of a picture (the
+pixel route's images score high and show nothing a person, or the exact grader, would name); fooling many
+random views at once is harder, and a generator whose decoder only draws image-like pictures is harder still.
+
+`generate(prompts, seed=0, clip=DIR, vqgan=DIR or None, **options) -> uint8 (N, S, S, 3)`, or `ClipGuided` to
+load the models once. `evaluate` measures caption fidelity with the exact grader (the CLIP score is reported
+as what was optimised, never as a judge of the result: that would be circular).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from minimodal.config import checked_options
+from minimodal.data import denormalize_images
+from minimodal.vqvae import nearest_code
+
+DEFAULT_LR = {"vqgan": 0.1, "pixels": 0.05}  # Adam step sizes: latent units / tanh-space units
+
+
+def _load(what: Any, family: str, option: str):
+    """A pipeline object as given, or `minimodal.load(DIR)` of a work directory of the right family."""
+    if not isinstance(what, (str, Path)):
+        return what
+    from minimodal import load
+    from minimodal.train import saved_model_name
+
+    owner = saved_model_name(what) if Path(what).is_dir() else None
+    if owner != family:
+        found = f"holds a {owner!r} model" if owner else "is not a minimodal work directory"
+        raise ValueError(f"{option}={str(what)!r} {found}; give a trained {family} work directory "
+                         f"(`minimodal train {family} --workdir DIR`)")
+    return load(what)
+
+
+def snap(z: jax.Array, e: jax.Array) -> jax.Array:
+    """e + (z - sg(z)): exactly the codebook vectors e forward (z - z is exactly 0), the identity Jacobian
+    backward (the straight-through estimator; `vqvae.straight_through`'s z + sg(e - z) can round off e)."""
+    return e + (z - jax.lax.stop_gradient(z))
+
+
+def resize_matrix(start_K: jax.Array, side_K: jax.Array, size: int, out: int) -> jax.Array:
+    """Bilinear resampling as a matrix: R (K, out, size) with (R @ row)_i = the row read at
+    p_i = start + (i + ½)·side/out - ½ (clamped to [0, size-1]), R_iy = max(0, 1 - |p_i - y|)."""
+    pos_KO = start_K[:, None] + (jnp.arange(out) + 0.5) * side_K[:, None] / out - 0.5
+    pos_KO = jnp.clip(pos_KO, 0.0, size - 1.0)
+    return jnp.maximum(0.0, 1.0 - jnp.abs(pos_KO[:, :, None] - jnp.arange(size)[None, None, :]))
+
+
+def cutouts(x_SS3: jax.Array, key: jax.Array, n: int, out: int, cut_min: jax.Array, noise: jax.Array,
+            flip: bool) -> jax.Array:
+    """`n` random augmented crops of one image, resized to out × out: (n, out, out, 3); n = 0: the image."""
+    S = x_SS3.shape[0]
+    if n == 0:
+        R = resize_matrix(jnp.zeros(1), jnp.full(1, float(S)), S, out)[0]  # (out, S)
+        return jnp.einsum("iy,yxc,jx->ijc", R, x_SS3, R)[None]
+    k_side, k_y, k_x, k_flip, k_sigma, k_noise = jax.random.split(key, 6)
+    side_K = S * jax.random.uniform(k_side, (n,), minval=cut_min, maxval=1.0)
+    y0_K = jax.random.uniform(k_y, (n,)) * (S - side_K)
+    x0_K = jax.random.uniform(k_x, (n,)) * (S - side_K)
+    Ry_KOS, Rx_KOS = resize_matrix(y0_K, side_K, S, out), resize_matrix(x0_K, side_K, S, out)
+    if flip:  # mirror a cut-out by reversing the order of its output columns
+        Rx_KOS = jnp.where(jax.random.bernoulli(k_flip, 0.5, (n,))[:, None, None], Rx_KOS[:, ::-1], Rx_KOS)
+    crops_KOO3 = jnp.einsum("kiy,yxc,kjx->kijc", Ry_KOS, x_SS3, Rx_KOS)
+    sigma_K = noise * jax.random.uniform(k_sigma, (n,))
+    return crops_KOO3 + sigma_K[:, None, None, None] * jax.random.normal(k_noise, crops_KOO3.shape)
+
+
+def render(vq: Any, theta: jax.Array) -> jax.Array:
+    """θ (P, ...) -> images (P, S, S, 3) in [-1, 1]: the VQGAN `vq` decodes snapped latents (P, h, w, D), or
+    (vq None) x = tanh(u). Clipped to [-1, 1] in the forward pass only (`snap`: the gradient passes)."""
+    if vq is None:
+        return jnp.tanh(theta)  # pixels: x = tanh(u)
+    P, h, w, D = theta.shape
+    z_ND = theta.reshape(-1, D)
+    codebook_VD = vq.codebook[...]
+    e_ND = jnp.take(codebook_VD, nearest_code(jax.lax.stop_gradient(z_ND), codebook_VD), axis=0)
+    x_PSS3 = vq.decoder(snap(z_ND, e_ND).reshape(P, h, w, D))
+    return snap(x_PSS3, jnp.clip(x_PSS3, -1.0, 1.0))
+
+
+def initial_theta(vq: Any, keys_P: jax.Array, size: int) -> jax.Array:
+    """Random codebook vectors per latent cell (VQGAN), or u ~ N(0, 0.1²) per pixel (x ≈ mid grey)."""
+    if vq is None:
+        return jax.vmap(lambda k: 0.1 * jax.random.normal(k, (size, size, 3)))(keys_P)
+    grid, (V, _) = vq.grid, vq.codebook[...].shape
+    codes_Phw = jax.vmap(lambda k: jax.random.randint(k, (grid, grid), 0, V))(keys_P)
+    return jnp.take(vq.codebook[...], codes_Phw, axis=0)  # (P, h, w, D)
+
+
+@functools.partial(jax.jit, static_argnames=("clip_graph", "vq_graph", "clip_size", "steps", "n_cutouts", "every",
+                                             "flip", "size"))
+def optimise_jit(clip_state, vq_state, text_PE, keys_P, lr, cut_min, noise, *, clip_graph, vq_graph,
+                 clip_size: int, steps: int, n_cutouts: int, every: int, flip: bool, size: int):
+    """The whole optimisation, every prompt at once, as one compiled program -> (final images (P, S, S, 3),
+    scores (steps, P), frames (1 + ⌈steps / every⌉, P, S, S, 3)). The graph definitions are static arguments,
+    so any `ClipGuided` over models of the same architecture reuses a compilation (same shapes and options)."""
+    clip = nnx.merge(clip_graph, clip_state)
+    vq = nnx.merge(vq_graph, vq_state) if vq_graph is not None else None
+    tx = optax.adam(lr)
+
+    def scores_of(theta, step):  # (P,) mean cosine similarity over the cut-outs
+        x_PSS3 = render(vq, theta)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys_P)
+        views = jax.vmap(lambda x, k: cutouts(x, k, n_cutouts, clip_size, cut_min, noise, flip))(x_PSS3, step_keys)
+        P, K = views.shape[:2]
+        emb_PKE = clip.encode_images(views.reshape(P * K, clip_size, clip_size, 3)).reshape(P, K, -1)
+        return jnp.einsum("pke,pe->pk", emb_PKE, text_PE).mean(axis=1)
+
+    def loss(theta, step):  # -Σ_p score_p: each prompt's θ gets its own score's gradient
+        s_P = scores_of(theta, step)
+        return -jnp.sum(s_P), s_P
+
+    def one_step(carry, step):  # one Adam step on every prompt's θ at once
+        theta, opt_state = carry
+        (_, s_P), grad = jax.value_and_grad(loss, has_aux=True)(theta, step)
+        updates, opt_state = tx.update(grad, opt_state, theta)
+        return (optax.apply_updates(theta, updates), opt_state), s_P
+
+    def chunk(carry, start):  # `every` steps, then a progress frame
+        carry, s = jax.lax.scan(one_step, carry, start + jnp.arange(every))
+        return carry, (s, render(vq, carry[0]))
+
+    theta = initial_theta(vq, keys_P, size)
+    first = render(vq, theta)
+    carry = (theta, tx.init(theta))
+    carry, (scores, frames) = jax.lax.scan(chunk, carry, every * jnp.arange(steps // every))
+    scores = scores.reshape(-1, theta.shape[0])  # (steps - steps % every, P)
+    if steps % every:
+        carry, last = jax.lax.scan(one_step, carry, (steps // every) * every + jnp.arange(steps % every))
+        scores = jnp.concatenate([scores, last])
+        frames = jnp.concatenate([frames, render(vq, carry[0])[None]])
+    return render(vq, carry[0]), scores, jnp.concatenate([first[None], frames])
+
+
+class ClipGuided:
+    """A trained CLIP and (optionally) a VQGAN / VQ-VAE, loaded once; `generate` optimises images against CLIP.
+
+    clip: a CLIP work directory or a loaded `ClipPipeline`; vqgan: an image-tokenizer work directory
+    (`kind="vq"`: a VQGAN or a plain VQ-VAE), a loaded `vqvae.Pipeline`, or None for raw pixels.
+    """
+
+    def __init__(self, clip: Any, vqgan: Any = None):
+        self.clip = _load(clip, "clip", "clip")
+        self.vqgan = _load(vqgan, "vqvae", "vqgan") if vqgan is not None else None
+        if self.vqgan is not None and getattr(self.vqgan.config, "kind", None) != "vq":
+            raise ValueError("vqgan= needs a VQ tokenizer (kind 'vq': a VQGAN or a VQ-VAE), not the Gumbel dVAE")
+        self._clip_graph, self._clip_state = nnx.split(self.clip.model)
+        if self.vqgan is not None:
+            self._vq_graph, self._vq_state = nnx.split(self.vqgan.model)
+        else:
+            self._vq_graph, self._vq_state = None, {}
+
+    @property
+    def mode(self) -> str:
+        return "vqgan" if self.vqgan is not None else "pixels"
+
+    # ------------------------------------------------------------------------------------------ public
+    @checked_options
+    def optimise(self, prompts: Sequence[str], seed: int = 0, steps: int = 100, cutouts: int = 16,
+                 lr: float | None = None, cut_min: float = 0.5, noise: float = 0.1, flip: bool = True,
+                 image_size: int | None = None, progress_every: int | None = None) -> dict[str, np.ndarray]:
+        """The optimisation itself: {"images" uint8 (N, S, S, 3), "scores" (steps, N) float (the mean cut-out
+        cosine similarity each step was scored with, before its update), "progress" uint8 (F, N, S, S, 3):
+        the start, then every `progress_every` steps (default: the start and the end only)}."""
+        prompts = self._check_prompts(prompts)
+        if steps < 1 or cutouts < 0:
+            raise ValueError(f"steps must be >= 1 and cutouts >= 0 (0: the whole image only); got steps={steps}, "
+                             f"cutouts={cutouts}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not 0 < cut_min <= 1 or noise < 0:
+            raise ValueError(f"cut_min must be in (0, 1] and noise >= 0; got cut_min={cut_min}, noise={noise}")
+        every = steps if progress_every is None else progress_every
+        if not 1 <= every <= steps:
+            raise ValueError(f"progress_every must be in [1, steps={steps}], got {progress_every}")
+        if self.vqgan is not None:
+            if image_size not in (None, self.vqgan.config.image_size):
+                raise ValueError(f"image_size is the VQGAN's ({self.vqgan.config.image_size}) here; it is an option "
+                                 "of the pixel route (vqgan=None) only")
+            size = self.vqgan.config.image_size
+        else:
+            size = image_size or self.clip.config.image_size
+            if size < 4:
+                raise ValueError(f"image_size must be at least 4, got {size}")
+        text_PE = jnp.asarray(self.clip.embed_texts(prompts))
+        keys_P = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(len(prompts)))
+        final, scores, frames = optimise_jit(
+            self._clip_state, self._vq_state, text_PE, keys_P, jnp.float32(lr or DEFAULT_LR[self.mode]),
+            jnp.float32(cut_min), jnp.float32(noise), clip_graph=self._clip_graph, vq_graph=self._vq_graph,
+            clip_size=self.clip.config.image_size, steps=steps, n_cutouts=cutouts, every=every, flip=flip, size=size)
+        return {"images": denormalize_images(final), "scores": np.asarray(scores),
+                "progress": np.stack([denormalize_images(f) for f in np.asarray(frames)])}
+
+    @checked_options
+    def generate(self, prompts: Sequence[str], seed: int = 0, steps: int = 100, cutouts: int = 16,
+                 lr: float | None = None, cut_min: float = 0.5, noise: float = 0.1, flip: bool = True,
+                 image_size: int | None = None, return_progress: bool = False, progress_every: int | None = None):
+        """uint8 images (N, S, S, 3), one per prompt (repeat a prompt for several: each gets its own start);
+        with `return_progress=True`, (images, progress uint8 (F, N, S, S, 3)): the start and every
+        `progress_every` steps (default: steps // 10)."""
+        if return_progress and progress_every is None:
+            progress_every = max(1, steps // 10) if isinstance(steps, int) and steps >= 1 else None
+        out = self.optimise(prompts, seed=seed, steps=steps, cutouts=cutouts, lr=lr, cut_min=cut_min, noise=noise,
+                            flip=flip, image_size=image_size, progress_every=progress_every)
+        return (out["images"], out["progress"]) if return_progress else out["images"]
+
+    def clip_score(self, images_uint8: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        """cos(CLIP_img(image_i), CLIP_txt(prompt_i)) of whole images: (N,) (what the optimisation raises)."""
+        return np.sum(self.clip.embed_images(images_uint8) * self.clip.embed_texts(list(prompts)), axis=1)
+
+    @staticmethod
+    def _check_prompts(prompts: Sequence[str]) -> list[str]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of str; wrap a single prompt in a list")
+        prompts = list(prompts)
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+        return prompts
+
+
+def generate(prompts: Sequence[str], seed: int = 0, clip: Any = None, vqgan: Any = None, **options):
+    """uint8 (N, S, S, 3): each prompt's image optimised against the CLIP in `clip` (a work directory), through
+    the VQGAN in `vqgan` (a work directory) or, with `vqgan=None`, as raw pixels. Options: those of
+    `ClipGuided.generate` (steps, cutouts, lr, cut_min, noise, flip, image_size, return_progress, progress_every)."""
+    if clip is None:
+        raise ValueError("clip-guided generation needs clip=DIR, a trained CLIP's work directory")
+    return ClipGuided(clip, vqgan).generate(prompts, seed=seed, **options)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def one_object_prompts(split: str = "train", per_pair: int = 1) -> tuple[list[str], list[dict[str, str]]]:
+    """Short prompts "a {colour} {shape}" for every (colour, shape) pair of a shapes split ("train": the 20
+    pairs training shows, "holdout": the 4 it never shows), `per_pair` times each, with the grader's objects."""
+    from minimodal.data import shapes
+
+    if split not in ("train", "holdout"):
+        raise ValueError(f"split must be 'train' or 'holdout', got {split!r}")
+    pairs = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES
+             if ((c, s) in shapes.HOLDOUT_PAIRS) == (split == "holdout")]
+    pairs = [p for p in pairs for _ in range(per_pair)]
+    return [f"a {c} {s}" for c, s in pairs], [{"color": c, "shape": s} for c, s in pairs]
+
+
+def evaluate(generator: ClipGuided, split: str = "train", per_pair: int = 2, seed: int = 0, warmup: bool = True,
+             **options) -> dict[str, float]:
+    """Caption fidelity of one-object prompts, read back by the exact grader, and the CLIP score of the whole
+    images (what the optimisation raised: a CLIP judging its own guidance is circular, so fidelity is the
+    measure). Returns {fidelity (colour and shape right), color, shape, unreadable, clip_score,
+    seconds_per_image (the whole batch at once; with `warmup` the batch runs twice and the second run is timed,
+    so compilation is excluded), n}."""
+    from minimodal.metrics import attribute_accuracy
+
+    prompts, objects = one_object_prompts(split, per_pair)
+    if warmup:  # each batch size and step count compiles once
+        generator.generate(prompts, seed=seed, **options)
+    start = time.perf_counter()
+    images = generator.generate(prompts, seed=seed, **options)
+    seconds = time.perf_counter() - start
+    accuracy = attribute_accuracy(images, objects)
+    return {"fidelity": accuracy["both"], "color": accuracy["color"], "shape": accuracy["shape"],
+            "unreadable": accuracy["unreadable"], "clip_score": float(np.mean(generator.clip_score(images, prompts))),
+            "seconds_per_image": seconds / len(prompts), "n": float(len(prompts))}
+
+
+__all__ = ["ClipGuided", "cutouts", "evaluate", "generate", "initial_theta", "one_object_prompts", "optimise_jit",
+           "render", "resize_matrix", "snap"]
