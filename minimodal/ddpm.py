@@ -100,24 +100,50 @@ def null_tokens(batch: int, context_length: int) -> np.ndarray:
 
 
 class DDPM(nnx.Module):
-    """f_θ(x_t, t, tokens) -> ε̂ or v̂ (B, H, W, C); holds its config (static), no RNG state."""
+    """f_θ(x_t, t, tokens, embed) -> ε̂ or v̂ (B, H, W, C); holds its config (static), no RNG state.
 
-    def __init__(self, config: Config, vocab_size: int, rngs: nnx.Rngs):
-        self.config = config
+    With `embed_dim` E > 0 the network also reads a per-image vector e (unCLIP's decoder: a CLIP image
+    embedding), as DALL-E 2 does: W e is added to the timestep embedding and `embed_tokens` more
+    projections of e become context tokens the attended levels cross-attend to (beside the text, if any).
+    """
+
+    def __init__(self, config: Config, vocab_size: int, rngs: nnx.Rngs, *, embed_dim: int = 0,
+                 embed_tokens: int = 4):
+        self.config, self.embed_dim = config, embed_dim
         self.text = TextEncoder(vocab_size, config.context_length, config.text_dim, config.text_depth,
                                 config.text_heads, eos_id=EOS_ID, rngs=rngs) if config.conditional else None
-        width = config.text_dim if config.conditional else None
+        width = config.text_dim if (config.conditional or embed_dim) else None
+        self.embed_context = (nnx.Linear(embed_dim, embed_tokens * config.text_dim, rngs=rngs)
+                              if embed_dim and embed_tokens else None)
+        cond_dim = (config.text_dim if config.conditional else 0) + embed_dim
         self.unet = UNet(channels=config.channels, num_res_blocks=config.num_res_blocks,
                          attention_levels=config.attention_levels, num_heads=config.num_heads,
-                         patch=config.patch, cond_dim=width, context_dim=width, rngs=rngs)
+                         patch=config.patch, cond_dim=cond_dim or None,
+                         context_dim=width if (config.conditional or self.embed_context) else None, rngs=rngs)
 
-    def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, tokens_BT: jax.Array | None = None) -> jax.Array:
-        if self.text is None:
-            return self.unet(x_BHWC, t_B)
-        if tokens_BT is None:
+    def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, tokens_BT: jax.Array | None = None,
+                 embed_BE: jax.Array | None = None) -> jax.Array:
+        if self.text is not None and tokens_BT is None:
             raise ValueError("this DDPM is text-conditional: pass tokens_BT (null_tokens for unconditional)")
-        features_BTD, pooled_BD = self.text(tokens_BT)
-        return self.unet(x_BHWC, t_B, pooled_BD, features_BTD, tokens_BT != PAD_ID)
+        if self.embed_dim and embed_BE is None:
+            raise ValueError(f"this DDPM reads an image embedding: pass embed_BE ({self.embed_dim} wide; zeros "
+                             "for unconditional)")
+        cond, context, mask = [], [], []
+        if self.text is not None:
+            features_BTD, pooled_BD = self.text(tokens_BT)
+            cond.append(pooled_BD)
+            context.append(features_BTD)
+            mask.append(tokens_BT != PAD_ID)
+        if self.embed_dim:
+            cond.append(embed_BE)
+            if self.embed_context is not None:  # (B, E) -> (B, K, D): K context tokens
+                B = embed_BE.shape[0]
+                context.append(self.embed_context(embed_BE).reshape(B, -1, self.config.text_dim))
+                mask.append(jnp.ones(context[-1].shape[:2], bool))
+        if not cond:
+            return self.unet(x_BHWC, t_B)
+        join = lambda parts: jnp.concatenate(parts, axis=1) if parts else None  # noqa: E731
+        return self.unet(x_BHWC, t_B, jnp.concatenate(cond, axis=-1), join(context), join(mask))
 
 
 def check_config(config: Config) -> None:
@@ -165,37 +191,49 @@ def warm_start(model: DDPM, config: Config, tokenizer: Any) -> None:
     nnx.update(model.text, nnx.state(clip_model.text_encoder))
 
 
-def loss_fn(model: DDPM, batch: dict[str, jax.Array], rng: jax.Array):
-    """L_simple with uniform t; captions dropped to ∅ with probability `cond_drop` (conditional models)."""
+def loss_fn(model: DDPM, batch: dict[str, jax.Array], rng: jax.Array, *, embed_drop: float = 0.0):
+    """L_simple with uniform t. For classifier-free guidance the caption is dropped to ∅ with probability
+    `cond_drop` and (a model with an image embedding) `batch["image_emb"]` to 0 with `embed_drop`, independently."""
     config = model.config
-    drop_key, loss_key = jax.random.split(rng)
+    text_key, loss_key = jax.random.split(rng)
+    embed_key = jax.random.fold_in(text_key, 1)
     x0_BHWC = batch["images"]
-    tokens_BT = None
+    tokens_BT = embed_BE = None
     if model.text is not None:
         B, T = batch["tokens"].shape
-        drop_B = jax.random.bernoulli(drop_key, config.cond_drop, (B,))
+        drop_B = jax.random.bernoulli(text_key, config.cond_drop, (B,))
         tokens_BT = jnp.where(drop_B[:, None], jnp.asarray(null_tokens(1, T)), batch["tokens"])
-    loss = diffusion.simple_loss(schedule(config), config.prediction, lambda x, t: model(x, t, tokens_BT),
+    if model.embed_dim:
+        embed_BE = batch["image_emb"]
+        embed_BE = jnp.where(jax.random.bernoulli(embed_key, embed_drop, embed_BE.shape[:1])[:, None], 0.0, embed_BE)
+    loss = diffusion.simple_loss(schedule(config), config.prediction, lambda x, t: model(x, t, tokens_BT, embed_BE),
                                  x0_BHWC, loss_key, min_snr_gamma=config.min_snr_gamma or None)
     return loss, {}
 
 
 # ----------------------------------------------------------------------------------------- sampling
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "steps", "eta", "shape", "trajectory"))
-def _sample(graphdef, state, tokens_BT, key, guidance, *, sampler: str, steps: int, eta: float,
-            shape: tuple[int, ...], trajectory: bool):
-    """One compiled sampling loop: x_T ~ N(0, I) -> x_{-1}, for B = shape[0] images."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "steps", "eta", "shape", "trajectory",
+                                             "shared_noise"))
+def _sample(graphdef, state, cond, key, guidance, *, sampler: str, steps: int, eta: float,
+            shape: tuple[int, ...], trajectory: bool, shared_noise: bool):
+    """One compiled sampling loop: x_T ~ N(0, I) -> x_{-1}, for B = shape[0] images.
+
+    cond = (tokens_BT or None, embed_BE or None), guided against (∅, 0); `shared_noise`: one x_T for every row.
+    """
     model = nnx.merge(graphdef, state)
     config, sched = model.config, schedule(model.config)
     noise_key, loop_key = jax.random.split(key)
-    x_T = jax.random.normal(noise_key, shape)
-    if model.text is None:
+    x_T = jax.random.normal(noise_key, (1,) + shape[1:] if shared_noise else shape)
+    x_T = jnp.broadcast_to(x_T, shape)
+    tokens_BT, embed_BE = cond
+    if tokens_BT is None and embed_BE is None:
         model_fn = lambda x, t: model(x, t)  # noqa: E731
     else:
-        null_BT = jnp.asarray(null_tokens(*tokens_BT.shape))
+        null = (None if tokens_BT is None else jnp.asarray(null_tokens(*tokens_BT.shape)),
+                None if embed_BE is None else jnp.zeros_like(embed_BE))
         model_fn = lambda x, t: diffusion.guided(  # noqa: E731
-            lambda xx, tt, c: model(xx, tt, c), x, t, tokens_BT, null_BT, guidance)
+            lambda xx, tt, c: model(xx, tt, *c), x, t, cond, null, guidance)
     if sampler == "ancestral":
         return diffusion.ancestral_sample(sched, config.prediction, model_fn, x_T, loop_key,
                                           return_trajectory=trajectory)
@@ -203,13 +241,24 @@ def _sample(graphdef, state, tokens_BT, key, guidance, *, sampler: str, steps: i
                                  return_trajectory=trajectory)
 
 
+def _rows(x: np.ndarray | None, start: int, b: int) -> np.ndarray | None:
+    """Rows start .. start + b - 1 of x, the last row repeated where x ends (a padded last chunk)."""
+    if x is None:
+        return None
+    part = x[start:start + b]
+    return np.concatenate([part, np.repeat(part[-1:], b - len(part), 0)])
+
+
 def sample(model: DDPM, tokenizer: Any, prompts: Sequence[str] | int, key: jax.Array, *,
-           steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
-           eta: float = 0.0, return_trajectory: bool = False, chunk: int = 64):
-    """Images in [-1, 1] (N, H, W, 3) for N prompts (or N unconditional draws when `prompts` is an int).
+           embeds: np.ndarray | None = None, steps: int | None = None, guidance: float | None = None,
+           sampler: str | None = None, eta: float = 0.0, return_trajectory: bool = False,
+           shared_noise: bool = False, chunk: int = 64):
+    """Images in [-1, 1] (N, H, W, 3) for N prompts (or N draws when `prompts` is an int and the model
+    reads no text); a model with an image embedding also takes `embeds` float32 (N, E).
 
     Prompts go in chunks of `chunk` (the last padded), each chunk one compiled loop with key
     `fold_in(key, chunk index)`. With `return_trajectory`, also x after every step (steps, N, H, W, 3).
+    `shared_noise`: every image of a chunk starts from the same x_T (e.g. to interpolate between embeddings).
     """
     config = model.config
     sampler = sampler or config.sampler
@@ -234,18 +283,22 @@ def sample(model: DDPM, tokenizer: Any, prompts: Sequence[str] | int, key: jax.A
         tokens_NT = tokenizer.encode_batch(list(prompts), config.context_length) if model.text else None
     if n < 1:
         raise ValueError("nothing to generate: pass at least one prompt")
+    if model.embed_dim:
+        if embeds is None or np.shape(embeds) != (n, model.embed_dim):
+            raise ValueError(f"this DDPM reads an image embedding per image: pass embeds ({n}, {model.embed_dim}), "
+                             f"got {None if embeds is None else np.shape(embeds)}")
+        embeds = np.asarray(embeds, np.float32)
+    elif embeds is not None:
+        raise ValueError("this DDPM reads no image embedding: leave embeds out")
     graphdef, state = nnx.split(model)
     size = config.image_size
     images, trajs = [], []
     for i, start in enumerate(range(0, n, chunk)):
         b = min(chunk, n - start) if n <= chunk else chunk
-        tokens = None
-        if tokens_NT is not None:
-            tokens = tokens_NT[start:start + b]
-            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], b - len(tokens), 0)])  # pad last chunk
-        out = _sample(graphdef, state, tokens, jax.random.fold_in(key, i), jnp.float32(guidance),
-                      sampler=sampler, steps=steps, eta=float(eta), shape=(b, size, size, 3),
-                      trajectory=return_trajectory)
+        out = _sample(graphdef, state, (_rows(tokens_NT, start, b), _rows(embeds, start, b)),
+                      jax.random.fold_in(key, i), jnp.float32(guidance), sampler=sampler, steps=steps,
+                      eta=float(eta), shape=(b, size, size, 3), trajectory=return_trajectory,
+                      shared_noise=shared_noise)
         x, traj = out if return_trajectory else (out, None)
         images.append(np.asarray(x)[: n - start])
         if return_trajectory:
@@ -298,18 +351,24 @@ def sample_grid(model: DDPM, config: Config, tokenizer: Any, rng: jax.Array, wor
 
 
 def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | None = None) -> dict[str, float]:
-    """Caption fidelity (exact grader) of one-object shapes prompts, by sampler / guidance / split.
+    """Caption fidelity (exact grader) of shapes prompts, by sampler / guidance / split.
 
-    train-distribution prompts (unseen seed): DDIM-`sample_steps` with guidance w, without (w = 1),
-    the ancestral sampler with w (a quarter as many prompts: it takes all T steps); held-out pairs with w.
+    One object: training captions of an unseen seed with DDIM-`sample_steps` and guidance w, without (w = 1),
+    the ancestral sampler with w (a quarter as many prompts: it takes all T steps), held-out pairs with w;
+    and prompts as people type them ("a red circle", `metrics.typed_prompt_fidelity`), per shape.
+    Two objects (`--data shapes:objects=2`): the binding outcomes of typed two-object prompts.
     """
-    from minimodal.data import shapes
-    from minimodal.metrics import caption_fidelity
+    from minimodal.data import shapes, source_options
+    from minimodal.metrics import caption_fidelity, typed_prompt_report
     from minimodal.viz import save_grid
 
-    if config.data != "shapes" or model.text is None:
+    name, _, options = config.data.partition(":")
+    if name != "shapes" or model.text is None:
         return {}
     n, w, key = config.eval_prompts, config.guidance, jax.random.key(config.seed + 1)
+    generate = lambda prompts: denormalize_images(sample(model, tokenizer, prompts, key))  # noqa: E731
+    if int(source_options(options).get("objects", 1)) == 2:
+        return typed_prompt_report(generate, n, config.seed + 10_000, objects=2)
     train = shapes.generate(n, config.image_size, seed=config.seed + 10_000, split="train")
     held = shapes.generate(n, config.image_size, seed=config.seed + 10_000, split="holdout")
 
@@ -326,7 +385,8 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
         f"fidelity_ancestral_w{w:g}": (train, max(1, n // 4), dict(sampler="ancestral", guidance=w)),
         f"fidelity_holdout_{ddim}_w{w:g}": (held, n, dict(sampler="ddim", guidance=w)),
     }
-    return {name: fidelity(name, data, m, **options) for name, (data, m, options) in settings.items()}
+    out = {name: fidelity(name, data, m, **options) for name, (data, m, options) in settings.items()}
+    return out | typed_prompt_report(generate, n, config.seed + 10_000)
 
 
 FAMILY = Family(name="ddpm", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,

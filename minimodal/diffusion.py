@@ -5,9 +5,10 @@ Indices run t = 0 .. T-1 in code for the paper's t = 1 .. T, and ᾱ_{-1} = 1 (x
     posterior   q(x_{t-1} | x_t, x_0) = N(c0_t x_0 + ct_t x_t, β̃_t I),
                 c0_t = √ᾱ_{t-1} β_t / (1 - ᾱ_t),   ct_t = √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t),
                 β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)
-    targets     ε, or v = √ᾱ_t ε - √(1 - ᾱ_t) x_0 (Salimans & Ho 2022)
-Samplers take `model_fn(x_t, t_B) -> prediction` (ε or v, by `prediction`) and run as ONE compiled
-`lax.scan` over the steps. Shapes: images `x` are (B, H, W, C); `t_B` int32 (B,).
+    targets     ε, v = √ᾱ_t ε - √(1 - ᾱ_t) x_0 (Salimans & Ho 2022), or x_0 itself (DALL-E 2's prior)
+Samplers take `model_fn(x_t, t_B) -> prediction` (ε, v or x_0, by `prediction`) and run as ONE compiled
+`lax.scan` over the steps. Shapes: images `x` are (B, H, W, C), or any (B, ...) such as embeddings (B, E);
+`t_B` int32 (B,).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PREDICTIONS = ("eps", "v")
+PREDICTIONS = ("eps", "v", "x0")
 SCHEDULES = ("linear", "cosine")
 
 
@@ -120,11 +121,13 @@ def eps_x0_from_v(sched: Schedule, xt: jax.Array, t_B: jax.Array, v: jax.Array) 
 
 def eps_and_x0(sched: Schedule, prediction: str, xt: jax.Array, t_B: jax.Array,
                out: jax.Array, clip: bool) -> tuple[jax.Array, jax.Array]:
-    """The model's output (ε or v) as (ε̂, x̂_0); with `clip`, x̂_0 is clipped to [-1, 1] and ε̂ re-derived."""
+    """The model's output (ε, v or x_0) as (ε̂, x̂_0); with `clip`, x̂_0 is clipped to [-1, 1] and ε̂ re-derived."""
     if prediction == "eps":
         eps, x0 = out, x0_from_eps(sched, xt, t_B, out)
     elif prediction == "v":
         eps, x0 = eps_x0_from_v(sched, xt, t_B, out)
+    elif prediction == "x0":
+        eps, x0 = eps_from_x0(sched, xt, t_B, out), out
     else:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
     if clip:
@@ -135,20 +138,21 @@ def eps_and_x0(sched: Schedule, prediction: str, xt: jax.Array, t_B: jax.Array,
 
 def training_target(sched: Schedule, prediction: str, x0: jax.Array, t_B: jax.Array,
                     eps: jax.Array) -> jax.Array:
-    """What the network regresses: ε itself, or v."""
+    """What the network regresses: ε itself, v, or x_0."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
-    return eps if prediction == "eps" else v_target(sched, x0, t_B, eps)
+    return {"eps": eps, "x0": x0}[prediction] if prediction != "v" else v_target(sched, x0, t_B, eps)
 
 
 def min_snr_weights(sched: Schedule, prediction: str, t_B: jax.Array, gamma: float) -> jax.Array:
     """Min-SNR-γ loss weights (Hang et al. 2023), SNR_t = ᾱ_t / (1 - ᾱ_t): (B,).
 
     They make every target weigh like min(SNR_t, γ) · ‖x̂_0 - x_0‖²: min(SNR, γ) / SNR for ε,
-    min(SNR, γ) / (SNR + 1) for v; the easy, almost noiseless steps stop dominating the gradient.
+    min(SNR, γ) / (SNR + 1) for v, min(SNR, γ) for x_0 (since ‖ε̂ - ε‖² = SNR ‖x̂_0 - x_0‖² and
+    ‖v̂ - v‖² = (SNR + 1) ‖x̂_0 - x_0‖²); the easy, almost noiseless steps stop dominating the gradient.
     """
     snr_B = sched.alpha_bars[t_B] / (1.0 - sched.alpha_bars[t_B])
-    return jnp.minimum(snr_B, gamma) / (snr_B if prediction == "eps" else snr_B + 1.0)
+    return jnp.minimum(snr_B, gamma) / {"eps": snr_B, "v": snr_B + 1.0, "x0": 1.0}[prediction]
 
 
 def simple_loss(sched: Schedule, prediction: str, model_fn: Callable[[jax.Array, jax.Array], jax.Array],

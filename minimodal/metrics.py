@@ -10,12 +10,13 @@ Speech to text: word and character error rates (edit distance over words / chara
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from minimodal.data.shapes import RELATION_TOLERANCE, RELATIONS, read_attributes, read_scene, relation_holds
+from minimodal.data.shapes import (RELATION_TOLERANCE, RELATIONS, SHAPES, read_attributes, read_scene, relation_holds,
+                                   typed_prompts)
 
 OUTCOMES = ("correct", "attribute_swap", "wrong_relation", "other")  # scene_fidelity's, one per image
 
@@ -49,25 +50,26 @@ def _prompt_objects(objects: Sequence[Any], n: int) -> list[dict[str, str]]:
 def attribute_accuracy(images_uint8: Any, objects: Sequence[Any]) -> dict[str, float]:
     """Fractions of images whose attributes, read back by the grader, match the prompt's object.
 
-    Returns {"color", "shape", "position", "both" (colour and shape), "unreadable" (grader said None)};
-    "position" is over the prompts that name one (NaN when none does).
+    Returns {"color", "shape", "size", "position", "both" (colour and shape), "unreadable" (grader said
+    None)}; "size" and "position" are over the prompts that name one (NaN when none does).
     `images_uint8`: uint8 (N, S, S, 3); `objects`: per image the prompt's object (as in `generate`).
     """
     images = _checked_images(images_uint8)
     wanted = _prompt_objects(objects, len(images))
-    hits = {"color": 0, "shape": 0, "position": 0, "both": 0, "unreadable": 0}
-    with_position = sum("position" in want for want in wanted)  # prompts may leave the position open
+    hits = {"color": 0, "shape": 0, "size": 0, "position": 0, "both": 0, "unreadable": 0}
+    named = {key: sum(key in want for want in wanted) for key in ("size", "position")}  # prompts may omit them
     for image, want in zip(images, wanted):
         got = read_attributes(image)
         if got is None:
             hits["unreadable"] += 1
             continue
-        match = {key: got[key] == want[key] for key in ("color", "shape", "position") if key in want}
+        match = {key: got[key] == want[key] for key in ("color", "shape", "size", "position") if key in want}
         for key, ok in match.items():
             hits[key] += ok
         hits["both"] += match["color"] and match["shape"]
     out = {key: count / len(images) for key, count in hits.items()}
-    out["position"] = hits["position"] / with_position if with_position else float("nan")
+    for key, count in named.items():
+        out[key] = hits[key] / count if count else float("nan")
     return out
 
 
@@ -163,3 +165,41 @@ def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
         raise ValueError(f"need as many hypotheses as references (>= 1); got {len(hypotheses)} and {len(references)}")
     errors = sum(edit_distance(_normalise(r), _normalise(h)) for r, h in zip(references, hypotheses))
     return errors / max(sum(len(_normalise(r)) for r in references), 1)
+
+
+def typed_prompt_fidelity(generate: Callable[[list[str]], np.ndarray], n: int, seed: int = 0,
+                          split: str = "train", objects: int = 1) -> dict[str, float]:
+    """A text-to-image model graded on prompts as people type them (`shapes.typed_prompts`).
+
+    `generate(prompts) -> uint8 (N, S, S, 3)`. One object: {"fidelity" (colour and shape), "size" (over the
+    prompts that name one), "fidelity_<shape>" per shape}; two objects: `scene_fidelity`'s outcomes.
+    """
+    prompts = typed_prompts(n, seed=seed, split=split, objects=objects)
+    images = generate(prompts["captions"])
+    if objects == 2:
+        return scene_fidelity(images, prompts["objects"], prompts["relations"])
+    acc = attribute_accuracy(images, prompts["objects"])
+    out = {"fidelity": acc["both"], "size": acc["size"]}
+    for shape in SHAPES:
+        rows = [k for k, (obj,) in enumerate(prompts["objects"]) if obj["shape"] == shape]
+        if rows:
+            out[f"fidelity_{shape}"] = caption_fidelity(images[rows], [prompts["objects"][k] for k in rows])
+    return out
+
+
+def typed_prompt_report(generate: Callable[[list[str]], np.ndarray], n: int, seed: int = 0, objects: int = 1,
+                        suffix: str = "") -> dict[str, float]:
+    """`typed_prompt_fidelity` on the train pairs and the held-out pairs, named for `minimodal eval`:
+    one object: fidelity_typed, size_typed, fidelity_typed_<shape>, fidelity_typed_holdout;
+    two objects: binding_<outcome> and binding_<outcome>_holdout; each name + `suffix`."""
+    out = {}
+    for split, tail in (("train", ""), ("holdout", "_holdout")):
+        results = typed_prompt_fidelity(generate, n, seed, split, objects)
+        if objects == 2:
+            out.update({f"binding_{key}{tail}{suffix}": value for key, value in results.items()})
+        elif split == "train":
+            out.update({(key.replace("fidelity", "fidelity_typed", 1) if key.startswith("fidelity")
+                         else f"{key}_typed") + suffix: value for key, value in results.items()})
+        else:
+            out[f"fidelity_typed_holdout{suffix}"] = results["fidelity"]
+    return out

@@ -99,7 +99,7 @@ def test_eps_x0_v_round_trip():
     eps_v, x0_v = diffusion.eps_x0_from_v(s, xt, t_B, v)
     np.testing.assert_allclose(eps_v, eps, atol=1e-5)
     np.testing.assert_allclose(x0_v, x0, atol=1e-5)
-    for prediction, out in (("eps", eps), ("v", v)):
+    for prediction, out in (("eps", eps), ("v", v), ("x0", x0)):
         e, x = diffusion.eps_and_x0(s, prediction, xt, t_B, out, clip=False)
         np.testing.assert_allclose(e, eps, atol=1e-4)
         np.testing.assert_allclose(x, x0, atol=2e-3)
@@ -111,10 +111,10 @@ POINT = jnp.array([0.5, -0.25, 1.0, -1.0]).reshape(1, 2, 2, 1)  # a one-point da
 
 
 def oracle(s: diffusion.Schedule, prediction: str):
-    """The perfect denoiser of the one-point data set: ε*(x_t, t) = (x_t - √ᾱ_t x*) / √(1 - ᾱ_t), or v*."""
+    """The perfect denoiser of the one-point data set: ε*(x_t, t) = (x_t - √ᾱ_t x*) / √(1 - ᾱ_t), v* or x*."""
     def model_fn(xt, t_B):
-        eps = diffusion.eps_from_x0(s, xt, t_B, jnp.broadcast_to(POINT, xt.shape))
-        return eps if prediction == "eps" else diffusion.v_target(s, jnp.broadcast_to(POINT, xt.shape), t_B, eps)
+        x0 = jnp.broadcast_to(POINT, xt.shape)
+        return diffusion.training_target(s, prediction, x0, t_B, diffusion.eps_from_x0(s, xt, t_B, x0))
     return model_fn
 
 
@@ -329,7 +329,7 @@ def test_unconditional_model_trains_and_samples(tokenizer):
 
 
 def test_bad_configs_are_refused(tokenizer):
-    for bad, match in ((dict(prediction="x0"), "prediction"), (dict(cond_drop=1.5), "probability"),
+    for bad, match in ((dict(prediction="x_0"), "prediction"), (dict(cond_drop=1.5), "probability"),
                        (dict(min_snr_gamma=-1.0), "min_snr_gamma"),
                        (dict(image_size=17), "divide")):
         with pytest.raises(ValueError, match=match):
@@ -351,10 +351,12 @@ def test_presets_and_parameter_counts(tokenizer):
 def test_evaluate_grades_every_setting_and_saves_what_it_graded(tiny, tokenizer, tmp_path):
     config = dataclasses.replace(tiny.config, eval_prompts=4)
     results = ddpm.evaluate(tiny, config, tokenizer, tmp_path)
-    assert sorted(results) == ["fidelity_ancestral_w3", "fidelity_ddim5_w1", "fidelity_ddim5_w3",
-                               "fidelity_holdout_ddim5_w3"]
-    assert all(0.0 <= v <= 1.0 for v in results.values())
-    assert sorted(p.stem for p in (tmp_path / "eval").glob("*.png")) == sorted(results)
+    settings = ["fidelity_ancestral_w3", "fidelity_ddim5_w1", "fidelity_ddim5_w3", "fidelity_holdout_ddim5_w3"]
+    typed = ["fidelity_typed", "size_typed", "fidelity_typed_holdout"]  # prompts as people type them, + per shape
+    per_shape = [f"fidelity_typed_{s}" for s in ("circle", "square", "triangle", "cross")]
+    assert set(settings + typed) <= set(results) <= set(settings + typed + per_shape)
+    assert all(0.0 <= v <= 1.0 for k, v in results.items() if not (k == "size_typed" and np.isnan(v)))
+    assert sorted(p.stem for p in (tmp_path / "eval").glob("*.png")) == sorted(settings)
     assert ddpm.evaluate(tiny, dataclasses.replace(config, data="digits"), tokenizer) == {}
 
 

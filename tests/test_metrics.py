@@ -17,7 +17,7 @@ def scenes():
 def test_rendered_scenes_are_fully_faithful(scenes):
     assert metrics.caption_fidelity(scenes["images"], scenes["objects"]) == 1.0
     acc = metrics.attribute_accuracy(scenes["images"], scenes["objects"])
-    assert acc == {"color": 1.0, "shape": 1.0, "position": 1.0, "both": 1.0, "unreadable": 0.0}
+    assert acc == {"color": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "both": 1.0, "unreadable": 0.0}
 
 
 def test_each_attribute_is_counted_on_its_own(scenes):
@@ -28,7 +28,7 @@ def test_each_attribute_is_counted_on_its_own(scenes):
                       for o in objects]
     prompts = wrong_colour[:15] + wrong_position[15:30] + objects[30:]  # 1/4 wrong colour, 1/4 wrong place
     acc = metrics.attribute_accuracy(images, prompts)
-    assert acc == {"color": 0.75, "shape": 1.0, "position": 0.75, "both": 0.75, "unreadable": 0.0}
+    assert acc == {"color": 0.75, "shape": 1.0, "size": 1.0, "position": 0.75, "both": 0.75, "unreadable": 0.0}
     assert metrics.caption_fidelity(images, prompts) == 0.75
 
 

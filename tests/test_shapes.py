@@ -297,7 +297,7 @@ def test_examples_is_the_source_interface():
 
 def read_rate(images, objects):
     got = [shapes.read_attributes(im) for im in images]
-    want = [{k: o[k] for k in ("color", "shape", "position")} for (o,) in objects]
+    want = [{k: o[k] for k in ("color", "shape", "size", "position")} for (o,) in objects]
     return np.mean([g == w for g, w in zip(got, want)])
 
 

@@ -428,7 +428,8 @@ def _read_object(x_SS3: np.ndarray, bg: np.ndarray, core_SS: np.ndarray,
     coverage alpha = (x - bg).(p - bg) / ||p - bg||^2; foreground = alpha > 1/2 inside `region`, without
     specks (blobs < MIN_BLOB of the largest); shape = the template T (`shape_mask` stretched to the
     foreground's bounding box, or to a box one pixel in on some sides) of least sum (T - clip(alpha))^2
-    over the box (for a clean image: the exact match); box = T's box; position = the 3 x 3 cell of its centre.
+    over the box (for a clean image: the exact match); box = T's box; position = the 3 x 3 cell of its centre;
+    size = the SIZES name whose box width is nearer the box's longer side.
     None for too few core or foreground pixels (under a quarter of a small box) or a foreground that is
     no shape (IoU with the best template < MIN_IOU).
     """
@@ -459,12 +460,14 @@ def _read_object(x_SS3: np.ndarray, bg: np.ndarray, core_SS: np.ndarray,
     top, bottom, left, right = int(top + dt), int(bottom - db), int(left + dl), int(right - dr)  # T's box
     row = min(2, 3 * (top + bottom) // (2 * size))  # floor(3 * centre / size)
     col = min(2, 3 * (left + right) // (2 * size))
-    return {"color": list(COLORS)[color], "shape": SHAPES[shape], "position": POSITIONS[row * 3 + col],
-            "box": (top, left, bottom - top, right - left)}
+    side = max(bottom - top, right - left)
+    nearest = min(SIZES, key=lambda name: abs(box_width(name, size) - side))
+    return {"color": list(COLORS)[color], "shape": SHAPES[shape], "size": nearest,
+            "position": POSITIONS[row * 3 + col], "box": (top, left, bottom - top, right - left)}
 
 
 def read_attributes(image: np.ndarray) -> dict[str, str] | None:
-    """The exact grader: colour, shape and position of a one-object scene, from uint8 pixels only.
+    """The exact grader: colour, shape, size and position of a one-object scene, from uint8 pixels only.
 
     bg = median colour of the outer ring of pixels; core = pixels with ||x - bg|| > CORE_DISTANCE, without
     specks (blobs < MIN_BLOB of the largest); the object is read from the core by `_read_object`.
@@ -473,7 +476,7 @@ def read_attributes(image: np.ndarray) -> dict[str, str] | None:
     """
     x_SS3, bg = _centred(image, "read_attributes")
     obj = _read_object(x_SS3, bg, _main_blobs(_core(x_SS3)))
-    return None if obj is None else {key: obj[key] for key in ("color", "shape", "position")}
+    return None if obj is None else {key: obj[key] for key in ("color", "shape", "size", "position")}
 
 
 def read_scene(image: np.ndarray) -> list[dict[str, Any]] | None:
