@@ -98,23 +98,24 @@ class _Pair(nnx.Module):
 def test_each_optimiser_changes_only_its_own_parameters():
     """The main loss trains the Params outside the group, the group's loss the group's only: with one of the two
     losses multiplied by 0 (plain Adam: no weight decay), only the other side moves."""
-    def main_loss(scale):
-        return lambda m, b, r: (scale * jnp.sum(m.critic(m.gen(b["x"])) ** 2) + scale * jnp.sum(m.gen.kernel[...]), {})
+    def main_loss(m, b, r):
+        return b["main"] * (jnp.sum(m.critic(m.gen(b["x"])) ** 2) + jnp.sum(m.gen.kernel[...])), {}
 
-    def critic_loss(scale):
-        return lambda m, b, r: (scale * jnp.sum(m.critic(jax.lax.stop_gradient(m.gen(b["x"])))), {"v": jnp.ones(())})
+    def critic_loss(m, b, r):
+        return b["critic"] * jnp.sum(m.critic(jax.lax.stop_gradient(m.gen(b["x"])))), {"v": jnp.ones(())}
 
     config = TrainConfig(steps=10, warmup_steps=0, lr=0.1)
-    batch = {"x": jnp.ones((4, 3))}
+    family = train.Family("pair", TrainConfig, {}, lambda c, t, r: _Pair(r), main_loss,
+                          groups=(train.Group("critic", critic_loss, lambda c: optax.adam(0.1)),))
+    model = _Pair(nnx.Rngs(0))
+    groups = train.group_optimizers(family, model, config)
+    graphdef, state = train._initial_state(model, optax.adam(0.1), config, groups)
+    assert set(state["groups"]) == {"critic"} and "critic" not in state["params"]
+    step = jax.jit(train.make_train_step(family, graphdef, optax.adam(0.1), config, groups))
+    moved = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
     for main_scale, critic_scale in ((1.0, 0.0), (0.0, 1.0)):
-        family = train.Family("pair", TrainConfig, {}, lambda c, t, r: _Pair(r), main_loss(main_scale),
-                              groups=(train.Group("critic", critic_loss(critic_scale), lambda c: optax.adam(0.1)),))
-        model = _Pair(nnx.Rngs(0))
-        groups = train.group_optimizers(family, model, config)
-        graphdef, state = train._initial_state(model, optax.adam(0.1), config, groups)
-        assert set(state["groups"]) == {"critic"} and "critic" not in state["params"]
-        new, metrics = train.make_train_step(family, graphdef, optax.adam(0.1), config, groups)(state, batch)
-        moved = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+        batch = {"x": jnp.ones((4, 3)), "main": jnp.float32(main_scale), "critic": jnp.float32(critic_scale)}
+        new, metrics = step(state, batch)
         assert moved(state["params"], new["params"]) == bool(main_scale)
         assert moved(state["groups"]["critic"]["params"], new["groups"]["critic"]["params"]) == bool(critic_scale)
         assert {"critic_loss", "critic_grad_norm", "critic_v"} <= metrics.keys()
@@ -140,10 +141,11 @@ def test_vqgan_trains_through_the_one_fit_and_reloads(runs):
 
 
 def test_laplacian_fallback_and_config_checks():
-    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
-    assert float(vqvae.laplacian_pyramid_l1(x, x)) == 0.0
-    # a constant offset lives only in the low-pass level: mean |c| / (levels + 1)
-    np.testing.assert_allclose(vqvae.laplacian_pyramid_l1(x + 0.4, x, 3), 0.4 / 4, rtol=1e-5)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)), jnp.float32)
+    lap1 = jax.jit(vqvae.laplacian_pyramid_l1, static_argnums=2)
+    # zero for equal images; a constant offset lives only in the low-pass level: mean |c| / (levels + 1)
+    np.testing.assert_allclose(lap1(jnp.concatenate([x, x + 0.4]), jnp.concatenate([x, x]), 3), 0.4 / 4 / 2, rtol=1e-5)
+    assert float(lap1(x, x, 3)) == 0.0
     with pytest.raises(ValueError, match="kind='vq'"):
         vqvae.Config(kind="gumbel", disc_weight=0.5)
     with pytest.raises(ValueError, match="not a trained CLIP"):
