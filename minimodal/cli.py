@@ -1,4 +1,4 @@
-"""`minimodal train|sample|eval|search|transcribe|plot|tour ...` (also `python -m minimodal`)."""
+"""`minimodal train|sample|vary|eval|search|transcribe|plot|tour|chat|demo ...` (also `python -m minimodal`)."""
 
 from __future__ import annotations
 
@@ -157,6 +157,28 @@ def _sample_clip_guided(args, options: dict[str, Any]) -> int:
     return 0
 
 
+def cmd_vary(args) -> int:
+    """unCLIP: n variations of each --image (one row each), or with --to the interpolation strip a -> b."""
+    from minimodal.viz import save_grid
+
+    images = [_read_image(path) for path in args.image]
+    family, model, config, tokenizer = _load("unclip", args.workdir, args.step)
+    pipeline = family.pipeline(model, config, tokenizer, Path(args.workdir))
+    options = _options(args.options)
+    out = Path(args.out or Path(args.workdir) / "samples" / ("interpolation.png" if args.to else "variations.png"))
+    if args.to:
+        if len(images) != 1:
+            raise ValueError("--to interpolates from one --image to another: give exactly one --image")
+        strip = pipeline.interpolate(images[0], _read_image(args.to), steps=args.n, seed=args.seed, **options)
+        save_grid(strip, out, ncols=args.n)
+        print(f"wrote the {args.n}-step interpolation {args.image[0]} -> {args.to} to {out}")
+        return 0
+    rows = [pipeline.vary(image[None], n=args.n, seed=args.seed, **options)[0] for image in images]
+    save_grid(np.concatenate(rows), out, ncols=args.n)
+    print(f"wrote {args.n} variations of each of {len(images)} image(s) (one row each) to {out}")
+    return 0
+
+
 def cmd_search(args) -> int:
     import minimodal
     from minimodal.clip_tasks import search
@@ -273,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model end to end; resumes when WORKDIR holds a checkpoint")
-    p.add_argument("model", help="clip | vqvae | dalle | ddpm | assistant | whisper")
+    p.add_argument("model", help="clip | vqvae | dalle | ddpm | unclip | assistant | whisper")
     p.add_argument("--data", help="data source: shapes, digits, cifar10, cifar100, coco_captions, folder:PATH")
     p.add_argument("--workdir", required=True)
     p.add_argument("--preset", help="named config (default: 'default', or the saved one when resuming)")
@@ -298,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, help="the checkpoint to use (default: the newest intact one)")
     p.add_argument("options", nargs="*", metavar="key=value", help="sampler options, e.g. guidance=3 steps=50")
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("vary", help="unCLIP: variations of an image (or an interpolation between two)")
+    p.add_argument("--workdir", required=True, help="an unCLIP work directory")
+    p.add_argument("--image", action="append", required=True, help="an image file; repeat for several")
+    p.add_argument("--to", help="a second image: write the interpolation strip from --image to it instead")
+    p.add_argument("-n", type=int, default=8, help="variations per image (or images in the strip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default WORKDIR/samples/variations.png or interpolation.png)")
+    p.add_argument("--step", type=int, help="the checkpoint to use (default: the newest intact one)")
+    p.add_argument("options", nargs="*", metavar="key=value", help="decoder options, e.g. guidance=3 steps=50")
+    p.set_defaults(run=cmd_vary)
 
     p = sub.add_parser("eval", help="print a trained model's metrics as one JSON object")
     p.add_argument("model", nargs="?")

@@ -9,6 +9,8 @@ FAMILIES = {
     "vqvae": "minimodal.vqvae",
     "dalle": "minimodal.dalle",
     "ddpm": "minimodal.ddpm",
+    "unclip": "minimodal.unclip",
+    "unclip_prior": "minimodal.prior",
     "assistant": "minimodal.assistant",
     "whisper": "minimodal.whisper",
 }
