@@ -173,7 +173,7 @@ def test_straight_through_latents_draw_codebook_vectors_and_pass_gradients(guide
 
 def test_cutouts_shapes_and_whole_image_identity():
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 16, 3)), jnp.float32)
-    cut = jax.jit(clip_guided.cutouts, static_argnums=(2, 3, 6))
+    cut = clip_guided.cutouts  # eagerly: two small einsums, cheaper than compiling two programs
     np.testing.assert_allclose(cut(x, jax.random.key(1), 0, 16, 0.5, 0.1, True)[0], x, atol=1e-6)
     full = cut(x, jax.random.key(1), 3, 16, 1.0, 0.0, False)
     np.testing.assert_allclose(full, jnp.broadcast_to(x, full.shape), atol=1e-5)  # side S at offset 0
