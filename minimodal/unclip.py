@@ -1,8 +1,8 @@
 """DALL-E 2 (unCLIP, Ramesh et al. 2022): a prior to CLIP image embeddings, a diffusion decoder from them.
 
-Both stages stand on a frozen, trained CLIP (`clip=DIR`; without one, `minimodal train unclip` first trains
-CLIP's default preset in WORKDIR/clip). For a caption c with CLIP text embedding y and an image x with
-CLIP image embedding z (unit vectors, E wide):
+Both stages stand on a frozen, trained CLIP (`clip=DIR`; without one, `minimodal train unclip` first
+trains CLIP's default preset, at the decoder's image size, in WORKDIR/clip). For a caption c with CLIP
+text embedding y and an image x with CLIP image embedding z (unit vectors, E wide):
 
     prior     p(z | y, c): a diffusion over √E·z (`minimodal.prior`), trained in WORKDIR/prior;
               prior="text" skips it and hands the decoder y itself (the paper's baseline)
@@ -47,7 +47,7 @@ class Config(ddpm.Config):
 
     context_length: int = 16  # CLIP's (the prior reads the caption's tokens with CLIP's tokenizer)
     conditional: bool = False  # True: the decoder also reads the caption (the paper's optional text input)
-    clip: str = ""  # a trained CLIP's work directory ("" = train CLIP's `clip_preset` in WORKDIR/clip first)
+    clip: str = ""  # a trained CLIP's work directory ("" = train CLIP's `clip_preset`, at image_size, in WORKDIR/clip)
     clip_preset: str = "default"
     embed_dim: int = 64  # E: that CLIP's joint embedding width
     embed_tokens: int = 4  # context tokens made from z
@@ -106,8 +106,8 @@ def text_tokenizer(config: Config, workdir: str | Path):
 
     path = clip_dir(config, workdir)
     if not config.clip:
-        preset = override(clip.PRESETS[config.clip_preset], {"data": config.data, "seed": config.seed,
-                                                             "n_train": config.n_train})
+        preset = override(clip.PRESETS[config.clip_preset], {
+            "data": config.data, "seed": config.seed, "n_train": config.n_train, "image_size": config.image_size})
         if not (path / "checkpoints" / str(preset.steps)).exists():
             distributed.say(f"no clip=DIR given: training CLIP's {config.clip_preset!r} preset in {path} first")
             fit(clip.FAMILY, preset, path)
