@@ -1,24 +1,41 @@
 """CLIP-guided generation (VQGAN + CLIP): caption fidelity by the exact grader, the CLIP score that was optimised,
 and seconds per image, through a VQGAN (and optionally a plain VQ-VAE) against raw pixels, with cut-outs on and
-off, on train-distribution and held-out (colour, shape) pairs.
+off, on train-distribution and held-out (colour, shape) pairs; then the ablations of the recipe (train pairs):
+random codes instead of the blank canvas, Adam instead of normalised SGD, no total-variation penalty, and the
+first version (all three, with smaller cut-outs and less noise).
 
     flock /tmp/minimodal-cpu.lock .venv/bin/python bench/bench_clip_guided.py --clip runs/clip --vqgan runs/vqgan \\
-        [--vqvae runs/vqvae] [--steps 100] [--cutouts 16] [--per-pair 2]
+        [--vqvae runs/vqvae] [--steps 100] [--cutouts 16] [--per-pair 2] [--no-ablations]
 
-Prints a markdown table and writes it to bench/results/clip_guided.md (`--out`). Nothing is recorded yet: the
-figures come from the first run of this script on trained work directories.
+Prints a markdown table and writes it to bench/results/clip_guided.md (`--out`).
 The CLIP score is cos(CLIP image embedding of the whole image, prompt embedding) under the same CLIP that guided
 the optimisation: it shows what was optimised, not whether the picture is right (that is the grader's job).
+Seconds per image: the whole batch at once, second run (compilation excluded); ablation rows run once ("—").
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import platform
 import time
 from pathlib import Path
 
 from minimodal.clip_guided import ClipGuided, evaluate
+
+ABLATIONS = {  # what each change of the recipe is worth (train pairs, one run each)
+    "init=random (random codes, not the blank canvas)": {"init": "random"},
+    "optimizer=adam (lr 0.1)": {"optimizer": "adam", "lr": 0.1},
+    "tv_weight=0": {"tv_weight": 0.0},
+    "first version: random codes, Adam lr 0.1, no TV, cut_min 0.5, noise 0.1": {
+        "init": "random", "optimizer": "adam", "lr": 0.1, "tv_weight": 0.0, "cut_min": 0.5, "noise": 0.1},
+}
+
+
+def row(name: str, cutouts: int, split: str, r: dict, timed: bool = True) -> str:
+    seconds = f"{r['seconds_per_image']:.2f}" if timed else "—"
+    return (f"| {name} | {cutouts} | {split} | {int(r['n'])} | {r['fidelity']:.1%} | {r['color']:.1%} | "
+            f"{r['shape']:.1%} | {r['unreadable']:.1%} | {r['clip_score']:.3f} | {seconds} |")
 
 
 def main() -> None:
@@ -30,6 +47,7 @@ def main() -> None:
     parser.add_argument("--cutouts", type=int, default=16)
     parser.add_argument("--per-pair", type=int, default=2, help="prompts per (colour, shape) pair")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--out", default="bench/results/clip_guided.md")
     args = parser.parse_args()
 
@@ -38,20 +56,29 @@ def main() -> None:
         routes["VQ-VAE"] = ClipGuided(routes["VQGAN"].clip, args.vqvae)
     routes["raw pixels"] = ClipGuided(routes["VQGAN"].clip)
     lines = [f"# CLIP-guided generation ({datetime.date.today()}, `bench/bench_clip_guided.py`)", "",
-             f"clip={args.clip} vqgan={args.vqgan} vqvae={args.vqvae} steps={args.steps} per_pair={args.per_pair} "
-             f"seed={args.seed}; fidelity = colour and shape right by the exact grader; seconds per image: the whole "
-             "batch at once, second run (compilation excluded)", "",
+             f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores; clip={args.clip} vqgan={args.vqgan} "
+             f"vqvae={args.vqvae} steps={args.steps} per_pair={args.per_pair} seed={args.seed}, other options the "
+             "defaults; fidelity = colour and shape right by the exact grader; seconds per image: the whole batch at "
+             "once, second run (compilation excluded)", "",
              "| route | cut-outs | pairs | prompts | fidelity | colour | shape | unreadable | CLIP score | s / image |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def add(line: str, start: float) -> None:
+        lines.append(line)
+        print(line, f"({time.perf_counter() - start:.0f} s)", flush=True)
+
     for name, generator in routes.items():
         for cutouts in dict.fromkeys((args.cutouts, 0)):
             for split in ("train", "holdout"):
                 start = time.perf_counter()
                 r = evaluate(generator, split, args.per_pair, args.seed, steps=args.steps, cutouts=cutouts)
-                lines.append(f"| {name} | {cutouts} | {split} | {int(r['n'])} | {r['fidelity']:.1%} | "
-                             f"{r['color']:.1%} | {r['shape']:.1%} | {r['unreadable']:.1%} | "
-                             f"{r['clip_score']:.3f} | {r['seconds_per_image']:.2f} |")
-                print(lines[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
+                add(row(name, cutouts, split, r), start)
+    if not args.no_ablations:
+        for name, options in ABLATIONS.items():
+            start = time.perf_counter()
+            r = evaluate(routes["VQGAN"], "train", args.per_pair, args.seed, warmup=False, steps=args.steps,
+                         cutouts=args.cutouts, **options)
+            add(row(f"VQGAN, {name}", args.cutouts, "train", r, timed=False), start)
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -179,6 +179,36 @@ def test_cutouts_shapes_and_whole_image_identity():
     np.testing.assert_allclose(full, jnp.broadcast_to(x, full.shape), atol=1e-5)  # side S at offset 0
 
 
+def test_total_variation_closed_form():
+    # a vertical edge: one column step of height 2 in each of S rows -> horizontal mean 2·S / (S·(S-1)·3) per
+    # channel; no vertical differences at all
+    S = 6
+    x = (-jnp.ones((1, S, S, 3))).at[:, :, 3:, 0].set(1.0)
+    np.testing.assert_allclose(clip_guided.total_variation(x), [2.0 * S / (S * (S - 1) * 3)], rtol=1e-6)
+    assert float(clip_guided.total_variation(jnp.zeros((2, S, S, 3))).sum()) == 0.0
+
+
+def test_normalized_sgd_steps_each_prompt_by_lr_over_its_rms():
+    # two prompts whose gradients differ by a factor 1000: the first update is -lr · g_p / RMS(g_p) for both
+    grads = jnp.stack([jnp.array([[3.0, -4.0]]), 1e-3 * jnp.array([[1.0, 1.0]])])  # (P=2, 1, 2)
+    tx = clip_guided.normalized_sgd(jnp.float32(0.5))
+    updates, _ = tx.update(grads, tx.init(jnp.zeros_like(grads)))
+    rms = np.sqrt(np.mean(np.asarray(grads) ** 2, axis=(1, 2), keepdims=True))
+    np.testing.assert_allclose(updates, -0.5 * np.asarray(grads) / rms, rtol=1e-5)
+
+
+def test_blank_start_is_the_encoded_empty_canvas(guided):
+    vq = guided.vqgan.model
+    theta = clip_guided.initial_theta(vq, jax.random.split(jax.random.key(0), 3), 16, "blank")  # (3, h, w, D)
+    np.testing.assert_allclose(theta[1], vq.encoder(-jnp.ones((1, 16, 16, 3)))[0], atol=1e-6)
+    np.testing.assert_array_equal(theta[0], theta[2])  # every prompt starts from the same canvas
+    pixels = clip_guided.initial_theta(None, jax.random.split(jax.random.key(0), 2), 8, "blank")
+    np.testing.assert_allclose(np.tanh(pixels), -0.95, rtol=1e-6)  # a near-black picture
+    random = clip_guided.initial_theta(vq, jax.random.split(jax.random.key(0), 2), 16, "random")
+    codebook = np.asarray(vq.codebook[...])
+    assert all(any(np.array_equal(v, e) for e in codebook) for v in np.asarray(random).reshape(-1, codebook.shape[1]))
+
+
 def test_clip_score_rises_and_a_seed_fixes_the_result(guided):
     prompts = ["a red circle", "a blue square"]
     out = guided.optimise(prompts, seed=0, progress_every=5, **FAST)
@@ -208,6 +238,9 @@ def test_raw_pixel_route(runs, guided):
     ({"lr": -0.1}, "lr must be positive"),
     ({"cut_min": 0.0}, "cut_min must be in"),
     ({"progress_every": 0}, "progress_every must be in"),
+    ({"init": "noise"}, "init must be one of"),
+    ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+    ({"tv_weight": -1.0}, "tv_weight must be >= 0"),
     ({"image_size": 32}, "image_size is the VQGAN's"),
 ])
 def test_bad_options_are_clear_errors(guided, options, message):
