@@ -183,12 +183,8 @@ show(np.concatenate([fresh, recons["VQ-VAE"], recons["VQGAN"]]),
 #   scores as highly as a clean shape, and nothing in the score asks for the tangle to go.
 # - **Total variation** $\text{TV}(x) = \text{mean}\,|x_{i+1,j} - x_{i,j}| + \text{mean}\,|x_{i,j+1} - x_{i,j}|$
 #   costs every stray speck and edge; CLIP does not mind specks, the grader (and a person) does.
-# - **Normalised gradient ascent with momentum**, every prompt at once: the loss is
-#   $\sum_p (w_\text{tv}\text{TV}_p - \text{score}_p)$; each prompt's gradient is divided by its RMS, so a step
-#   has the same size whatever the scale of the score, and each cell moves in proportion to its own gradient.
-#   Adam, which the VQGAN+CLIP notebooks use, divides each coordinate by its own gradient scale: the background
-#   cells, whose gradients are tiny, move as fast as the object's, and clutter grows everywhere.
-#   The library runs the whole loop as one compiled `lax.scan`.
+# - **Adam** on z, for every prompt at once: the loss is $\sum_p (w_\text{tv}\text{TV}_p - \text{score}_p)$, so
+#   each prompt's grid gets its own gradient. The library runs the whole loop as one compiled `lax.scan`.
 #
 # Here is the loop written out in plain Python, one jitted step at a time, checked against the library's
 # compiled scan (the same keys: step s of prompt p draws its cut-outs with `fold_in(key_p, s)`):
@@ -212,18 +208,12 @@ def score(clip_model, vq_model, theta, step):
     views = jnp.stack([clip_guided.cutouts(x_PSS3[p], jax.random.fold_in(keys_P[p], step), CUTOUTS, C,
                                            CUT_MIN, NOISE, True) for p in range(len(PROMPTS))])  # (P, K, C, C, 3)
     emb_PKE = clip_model.encode_images(views.reshape(-1, C, C, 3)).reshape(len(PROMPTS), CUTOUTS, -1)
-    tv_P = (np.abs(jnp.diff(x_PSS3, axis=1)).mean(axis=(1, 2, 3)) + np.abs(jnp.diff(x_PSS3, axis=2)).mean(axis=(1, 2, 3)))
+    tv_P = (jnp.abs(jnp.diff(x_PSS3, axis=1)).mean(axis=(1, 2, 3))  # total variation
+            + jnp.abs(jnp.diff(x_PSS3, axis=2)).mean(axis=(1, 2, 3)))
     return jnp.einsum("pke,pe->pk", emb_PKE, text_PE).mean(axis=1), tv_P
 
 
-def normalized_sgd(lr, momentum=0.9):
-    """Each prompt's gradient over its RMS, then SGD with momentum."""
-    rms = lambda g: jnp.sqrt(jnp.mean(g ** 2, axis=tuple(range(1, g.ndim)), keepdims=True))  # noqa: E731
-    normalize = optax.GradientTransformation(lambda _: optax.EmptyState(), lambda g, s, p=None: (g / (rms(g) + 1e-12), s))
-    return optax.chain(normalize, optax.sgd(lr, momentum=momentum))
-
-
-tx = normalized_sgd(LR)
+tx = optax.adam(LR)
 
 
 clip_graph, clip_state = nnx.split(clip_pipe.model)
