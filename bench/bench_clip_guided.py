@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def main() -> None:
         routes["VQ-VAE"] = ClipGuided(routes["VQGAN"].clip, args.vqvae)
     routes["raw pixels"] = ClipGuided(routes["VQGAN"].clip)
     lines = [f"# CLIP-guided generation ({datetime.date.today()}, `bench/bench_clip_guided.py`)", "",
-             f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores; clip={args.clip} vqgan={args.vqgan} "
+             f"{platform.machine()}, {os.cpu_count()} CPU cores; clip={args.clip} vqgan={args.vqgan} "
              f"vqvae={args.vqvae} steps={args.steps} per_pair={args.per_pair} seed={args.seed}, other options the "
              "defaults; fidelity = colour and shape right by the exact grader; seconds per image: the whole batch at "
              "once, second run (compilation excluded)", "",
