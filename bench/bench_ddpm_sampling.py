@@ -1,0 +1,72 @@
+"""DDPM sampling: caption fidelity against seconds per image, over DDIM step counts and guidance scales.
+
+    flock /tmp/minimodal-cpu.lock .venv/bin/python bench/bench_ddpm_sampling.py runs/ddpm \\
+        [--steps 50 25 15 10 5] [--guidance 3] [--prompts 200] [--batch 100]
+
+For each (DDIM steps, guidance w): the trained DDPM in WORKDIR draws `--prompts` prompts as people type them
+(`shapes.typed_prompts`: "a red circle", "a small blue square", ...; train pairs, one fixed seed), the exact
+grader reads colour and shape back (fidelity), per shape too; seconds per image are the best of two timed calls
+of one batch of `--batch` prompts after a compiling call. Prints a markdown table and appends it, dated, to
+bench/results/ddpm.md (`--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minimodal import load
+from minimodal.data import shapes
+from minimodal.metrics import attribute_accuracy, caption_fidelity
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir")
+    parser.add_argument("--steps", type=int, nargs="+", default=[50, 25, 15, 10, 5])
+    parser.add_argument("--guidance", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--out", default="bench/results/ddpm.md")
+    args = parser.parse_args()
+
+    pipeline = load(args.workdir)
+    prompts = shapes.typed_prompts(args.prompts, seed=12_345, split="train")
+    objects = [objs[0] for objs in prompts["objects"]]
+    timing_batch = prompts["captions"][:args.batch]
+    lines = [f"## DDIM steps against fidelity ({datetime.date.today()}, `bench/bench_ddpm_sampling.py "
+             f"{args.workdir}`)", "",
+             f"{platform.machine()}, {os.cpu_count()} CPU cores; {args.prompts} typed prompts (train pairs), "
+             f"seconds per image at batch {args.batch} (best of 2, compilation excluded)", "",
+             "| DDIM steps | guidance | fidelity | " + " | ".join(shapes.SHAPES) + " | s / image |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in shapes.SHAPES) + " | --- |"]
+    for w in args.guidance:
+        for steps in args.steps:
+            images = pipeline.generate(prompts["captions"], seed=0, steps=steps, guidance=w)
+            fidelity = attribute_accuracy(images, objects)["both"]
+            per_shape = []
+            for shape in shapes.SHAPES:
+                rows = [k for k, obj in enumerate(objects) if obj["shape"] == shape]
+                per_shape.append(f"{caption_fidelity(images[rows], [objects[k] for k in rows]):.0%}")
+            seconds = []
+            for seed in (1, 2):
+                start = time.perf_counter()
+                np.asarray(pipeline.generate(timing_batch, seed=seed, steps=steps, guidance=w))
+                seconds.append((time.perf_counter() - start) / len(timing_batch))
+            line = (f"| {steps} | {w:g} | {fidelity:.1%} | " + " | ".join(per_shape) + f" | {min(seconds):.3f} |")
+            lines.append(line)
+            print(line, flush=True)
+    text = "\n".join(lines) + "\n"
+    with Path(args.out).open("a") as f:
+        f.write("\n" + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
