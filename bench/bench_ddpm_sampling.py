@@ -23,7 +23,7 @@ import numpy as np
 
 from minimodal import load
 from minimodal.data import shapes
-from minimodal.metrics import attribute_accuracy, caption_fidelity
+from minimodal.metrics import typed_prompt_fidelity
 
 
 def main() -> None:
@@ -37,9 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     pipeline = load(args.workdir)
-    prompts = shapes.typed_prompts(args.prompts, seed=12_345, split="train")
-    objects = [objs[0] for objs in prompts["objects"]]
-    timing_batch = prompts["captions"][:args.batch]
+    seed = 12_345  # of the typed prompts
+    timing_batch = shapes.typed_prompts(args.batch, seed=seed, split="train")["captions"]
     lines = [f"## DDIM steps against fidelity ({datetime.date.today()}, `bench/bench_ddpm_sampling.py "
              f"{args.workdir}`)", "",
              f"{platform.machine()}, {os.cpu_count()} CPU cores; {args.prompts} typed prompts (train pairs), "
@@ -48,18 +47,17 @@ def main() -> None:
              "| --- | --- | --- | " + " | ".join("---" for _ in shapes.SHAPES) + " | --- |"]
     for w in args.guidance:
         for steps in args.steps:
-            images = pipeline.generate(prompts["captions"], seed=0, steps=steps, guidance=w)
-            fidelity = attribute_accuracy(images, objects)["both"]
-            per_shape = []
-            for shape in shapes.SHAPES:
-                rows = [k for k, obj in enumerate(objects) if obj["shape"] == shape]
-                per_shape.append(f"{caption_fidelity(images[rows], [objects[k] for k in rows]):.0%}")
+            graded = typed_prompt_fidelity(
+                lambda prompts: pipeline.generate(prompts, seed=0, steps=steps, guidance=w), args.prompts, seed)
+            per_shape = [f"{graded.get(f'fidelity_{shape}', float('nan')):.0%}"  # nan: no prompt asked for it
+                         for shape in shapes.SHAPES]
             seconds = []
-            for seed in (1, 2):
+            for timing_seed in (1, 2):
                 start = time.perf_counter()
-                np.asarray(pipeline.generate(timing_batch, seed=seed, steps=steps, guidance=w))
+                np.asarray(pipeline.generate(timing_batch, seed=timing_seed, steps=steps, guidance=w))
                 seconds.append((time.perf_counter() - start) / len(timing_batch))
-            line = (f"| {steps} | {w:g} | {fidelity:.1%} | " + " | ".join(per_shape) + f" | {min(seconds):.3f} |")
+            line = (f"| {steps} | {w:g} | {graded['fidelity']:.1%} | " + " | ".join(per_shape)
+                    + f" | {min(seconds):.3f} |")
             lines.append(line)
             print(line, flush=True)
     text = "\n".join(lines) + "\n"
