@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +56,21 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _remove_for_good(path: Path, patience: float = 5.0) -> None:
+    """Delete `path` and keep deleting it while a failed save's writer threads, still finishing, put files back:
+    done once it has stayed absent for 0.2 s (or after `patience` seconds; the next save clears what is left)."""
+    deadline, absent_since = time.monotonic() + patience, None
+    while time.monotonic() < deadline:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            absent_since = None
+        elif absent_since is None:
+            absent_since = time.monotonic()
+        elif time.monotonic() - absent_since >= 0.2:
+            return
+        time.sleep(0.02)
 
 
 def _listing_digest(files: dict[str, Any]) -> str:
@@ -99,7 +115,7 @@ class Checkpoints:
                 self._prune()
         except OSError as error:  # disk full, read-only, quota: say what is still there
             if primary:
-                shutil.rmtree(partial, ignore_errors=True)
+                _remove_for_good(partial)
             intact = [s for s in self.steps() if s != step]
             kept = f"the last checkpoint (step {intact[-1]}) is intact" if intact else "no earlier checkpoint exists"
             raise CheckpointWriteError(
