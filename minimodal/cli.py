@@ -218,7 +218,7 @@ def cmd_plot(args) -> int:
 def cmd_tour(args) -> int:
     from minimodal import tour
 
-    report = tour.run(Path(args.workdir), fast=args.fast)
+    report = tour.run(Path(args.workdir), mode="smoke" if args.smoke else "fast" if args.fast else "full")
     print(f"report: {report}")
     return 0
 
@@ -379,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tour", help="train CLIP, DALL-E and DDPM on shapes and write report.html")
     p.add_argument("--workdir", default="runs/tour")
-    p.add_argument("--fast", action="store_true", help="a ~5 minute version (used by the tests)")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--fast", action="store_true", help="the ~8 minute version: 16 px models, short training")
+    speed.add_argument("--smoke", action="store_true",
+                       help="seconds of training that learn nothing: checks every stage runs (the tests use it)")
     p.set_defaults(run=cmd_tour)
     return parser
 

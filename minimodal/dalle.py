@@ -97,6 +97,7 @@ PRESETS: dict[str, Config] = {
                    tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
                    candidates=2),
     "tour": Config(steps=2600, tokenizer_preset="tour"),
+    "fast": Config(image_size=16, steps=1000, tokenizer_preset="fast"),  # 16 px: 16 image tokens, not 64
     "guided": Config(caption_dropout=0.1),
     "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000, lr=1e-3,
                   tokenizer_preset="gpu", caption_dropout=0.1),
@@ -412,9 +413,10 @@ def _prompts(config: Config, split: str, n: int) -> dict[str, Any]:
 
 
 def evaluate(model, config: Config, tokenizer: Any, workdir: str | Path) -> dict[str, float]:
-    """Caption fidelity (the exact shapes grader) on train-distribution and held-out prompts;
-    also with guidance (if trained with caption dropout) and with CLIP reranking (if `clip_workdir`)."""
-    from minimodal.metrics import caption_fidelity
+    """Caption fidelity (the exact shapes grader) on train-distribution and held-out full captions;
+    also with guidance (if trained with caption dropout) and with CLIP reranking (if `clip_workdir`); then on
+    prompts as people type them ("a red circle": `fidelity_typed`, per shape, held-out), plainly sampled."""
+    from minimodal.metrics import caption_fidelity, typed_prompt_report
 
     if config.data.partition(":")[0] != "shapes":
         raise ValueError(f"caption fidelity needs the shapes grader; this model was trained on {config.data!r}")
@@ -432,7 +434,8 @@ def evaluate(model, config: Config, tokenizer: Any, workdir: str | Path) -> dict
         for suffix, options in runs.items():
             images = pipe.generate(list(prompts["captions"]), seed=config.seed, **options)
             metrics[name + suffix] = float(caption_fidelity(images, prompts["objects"]))
-    return metrics
+    return metrics | typed_prompt_report(lambda typed: pipe.generate(typed, seed=config.seed), config.eval_n,
+                                         config.seed + 10_000)
 
 
 def sample_grid(model, config: Config, tokenizer: Any, rng: jax.Array, workdir: str | Path | None = None

@@ -179,11 +179,18 @@ def typed_prompt_fidelity(generate: Callable[[list[str]], np.ndarray], n: int, s
     if objects == 2:
         return scene_fidelity(images, prompts["objects"], prompts["relations"])
     acc = attribute_accuracy(images, prompts["objects"])
-    out = {"fidelity": acc["both"], "size": acc["size"]}
+    return {"fidelity": acc["both"], "size": acc["size"], **per_shape_fidelity(images, prompts["objects"])}
+
+
+def per_shape_fidelity(images_uint8: Any, objects: Sequence[Any]) -> dict[str, float]:
+    """{"fidelity_<shape>": caption fidelity over the one-object prompts asking for that shape}, for each shape
+    asked for (`objects` as in `caption_fidelity`)."""
+    images, wanted = np.asarray(images_uint8), _prompt_objects(objects, len(images_uint8))
+    out = {}
     for shape in SHAPES:
-        rows = [k for k, (obj,) in enumerate(prompts["objects"]) if obj["shape"] == shape]
+        rows = [k for k, obj in enumerate(wanted) if obj["shape"] == shape]
         if rows:
-            out[f"fidelity_{shape}"] = caption_fidelity(images[rows], [prompts["objects"][k] for k in rows])
+            out[f"fidelity_{shape}"] = caption_fidelity(images[rows], [wanted[k] for k in rows])
     return out
 
 

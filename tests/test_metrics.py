@@ -56,6 +56,19 @@ def test_typed_prompts_are_graded_on_colour_and_shape():
     assert np.isnan(metrics.attribute_accuracy(images, prompts["objects"])["position"])
 
 
+def test_per_shape_fidelity_splits_the_prompts_by_the_shape_they_ask_for():
+    data = shapes.generate(200, 16, seed=24)
+    assert metrics.per_shape_fidelity(data["images"], data["objects"]) == {
+        f"fidelity_{shape}": 1.0 for shape in shapes.SHAPES}
+    # ask for a cross wherever a circle was drawn: crosses' fidelity drops, the other shapes' stay, circles vanish
+    asked = [{**o, "shape": "cross"} if o["shape"] == "circle" else o for (o,) in data["objects"]]
+    crosses_drawn = sum(o["shape"] == "cross" for (o,) in data["objects"])
+    circles_drawn = sum(o["shape"] == "circle" for (o,) in data["objects"])
+    graded = metrics.per_shape_fidelity(data["images"], asked)
+    assert "fidelity_circle" not in graded and graded["fidelity_square"] == graded["fidelity_triangle"] == 1.0
+    assert graded["fidelity_cross"] == pytest.approx(crosses_drawn / (crosses_drawn + circles_drawn))
+
+
 def test_bad_input_is_a_clear_error(scenes):
     with pytest.raises(ValueError, match="uint8"):
         metrics.caption_fidelity(scenes["images"].astype(np.float32), scenes["objects"])

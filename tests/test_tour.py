@@ -1,24 +1,65 @@
-"""`minimodal tour --fast`: every stage trains and is measured, the report is written, a re-run resumes."""
+"""`minimodal tour --smoke`: every stage trains and is measured, the report is written, a re-run resumes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
+
 from minimodal import cli
+from minimodal.train import load_model
 
 
-def test_fast_tour_writes_a_report_and_resumes(tmp_path, capsys):
+def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "tour"
-    assert cli.main(["tour", "--fast", "--workdir", str(workdir)]) == 0
+    assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0
     results = json.loads((workdir / "results.json").read_text())
-    assert results["preset"] == "tiny"
+    assert (results["preset"], results["mode"]) == ("tiny", "smoke")
     for name in ("dalle", "ddpm"):
         r = results[name]
         assert 0 <= r["fidelity"] <= 1 and 0 <= r["fidelity_holdout"] <= 1 and r["seconds_per_image"] > 0
-        assert -1 <= r["clip_score"] <= 1 and (workdir / f"{name}_grid.png").exists()
+        assert all(0 <= r[f"fidelity_{shape}"] <= 1 for shape in ("circle", "square", "triangle", "cross"))
+        assert 0 <= r["fidelity_full_captions"] <= 1 and -1 <= r["clip_score"] <= 1
+        assert (workdir / f"{name}_grid.png").exists()
     assert 0 <= results["clip"]["zero_shot"] <= 1 and 0 <= results["clip"]["zero_shot_holdout"] <= 1
     page = (workdir / "report.html").read_text()
-    assert "caption fidelity" in page and 'src="ddpm_strip.png"' in page and 'src="clip_similarity.png"' in page
+    assert "caption fidelity" in page and "smoke tour" in page and "full captions" in page
+    assert 'src="ddpm_strip.png"' in page and 'src="clip_similarity.png"' in page
     capsys.readouterr()
-    assert cli.main(["tour", "--fast", "--workdir", str(workdir)]) == 0  # finished stages are skipped
+    assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0  # finished stages are skipped
     assert capsys.readouterr().out.count("done earlier, skipping") == 3
+
+    # `minimodal eval` of the tour's DALL-E grades full captions and typed prompts, per shape and held out
+    family, model, config, tokenizer = load_model(workdir / "dalle")
+    graded = family.evaluate(model, dataclasses.replace(config, eval_n=12), tokenizer, workdir / "dalle")
+    assert {"fidelity", "fidelity_holdout", "fidelity_typed", "size_typed", "fidelity_typed_holdout"} <= set(graded)
+    assert any(key.startswith("fidelity_typed_") and key != "fidelity_typed_holdout" for key in graded)
+    assert all(0 <= value <= 1 for value in graded.values() if value == value)  # size_typed may be NaN
+
+
+def test_a_tour_refuses_an_unknown_mode_and_another_modes_workdir(tmp_path):
+    from minimodal import tour
+
+    with pytest.raises(ValueError, match=r"tour mode must be one of \['fast', 'full', 'smoke'\], got 'quick'"):
+        tour.run(tmp_path, mode="quick")
+    (tmp_path / "results.json").write_text(json.dumps({"preset": "tiny", "mode": "smoke"}))
+    with pytest.raises(ValueError, match=r"holds a tour run with preset 'tiny'; use another --workdir"):
+        tour.run(tmp_path, mode="fast")
+
+
+@pytest.mark.parametrize("mode", ["full", "fast", "smoke"])
+def test_every_tour_mode_names_presets_that_fit_together(mode):
+    """Each mode's preset exists for every model it trains, DALL-E's tokenizer preset too, and the DDPM can take
+    the tour CLIP's text encoder (`text_from_clip` checks these keys when it loads it)."""
+    from minimodal import clip, dalle, ddpm, tour, vqvae
+
+    preset = tour.MODES[mode][0]
+    clip_config, dalle_config, ddpm_config = clip.PRESETS[preset], dalle.PRESETS[preset], ddpm.PRESETS[preset]
+    assert dalle_config.tokenizer_preset in vqvae.PRESETS
+    assert (ddpm_config.context_length, ddpm_config.text_dim, ddpm_config.text_depth, ddpm_config.text_heads) == (
+        clip_config.context_length, clip_config.text_width, clip_config.text_depth, clip_config.text_heads)
+    assert (ddpm_config.n_train, ddpm_config.seed, ddpm_config.vocab_size) == (
+        clip_config.n_train, clip_config.seed, clip_config.vocab_size)  # the same captions: the same tokenizer
+    if mode == "fast":
+        assert {clip_config.image_size, dalle_config.image_size, ddpm_config.image_size} == {16}
