@@ -97,7 +97,7 @@ PRESETS: dict[str, Config] = {
                    tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
                    candidates=2),
     "tour": Config(steps=2600, tokenizer_preset="tour"),
-    "fast": Config(image_size=16, steps=1000, tokenizer_preset="fast"),  # 16 px: 16 image tokens, not 64
+    "fast": Config(image_size=16, steps=1500, tokenizer_preset="fast"),  # 16 px: 16 image tokens, not 64
     "guided": Config(caption_dropout=0.1),
     "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000, lr=1e-3,
                   tokenizer_preset="gpu", caption_dropout=0.1),

@@ -86,8 +86,9 @@ PRESETS: dict[str, Config] = {
                    text_dim=32, text_depth=1, text_heads=2, diffusion_steps=50, sample_steps=5, warmup_steps=2,
                    log_every=5, checkpoint_every=10, eval_prompts=8, attention_levels=()),
     "tour": Config(steps=1500, eval_prompts=60, context_length=16, text_dim=96, text_heads=4),
-    # the fast tour's: batch 16 (1.6× the images per second of batch 32 on the CPU), no attention but the middle's,
-    # a higher rate and a short EMA for a short run (bench/results/ddpm.md, "A DDPM for the fast tour")
+    # the fast tour's: batch 16 (1.6× the steps per second of batch 32, about the same images per second: more
+    # updates per image), no attention but the middle's, a higher rate and a short EMA for a short run
+    # (bench/results/ddpm.md, "A DDPM for the fast tour")
     "fast": Config(steps=1200, batch_size=16, lr=5e-3, ema_decay=0.98, attention_levels=(), sample_steps=25,
                    eval_prompts=60, context_length=16, text_dim=96, text_heads=4),
     "gpu": Config(image_size=32, steps=20_000, batch_size=256, lr=1e-3, channels=(128, 256), num_res_blocks=2,

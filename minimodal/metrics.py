@@ -185,7 +185,8 @@ def typed_prompt_fidelity(generate: Callable[[list[str]], np.ndarray], n: int, s
 def per_shape_fidelity(images_uint8: Any, objects: Sequence[Any]) -> dict[str, float]:
     """{"fidelity_<shape>": caption fidelity over the one-object prompts asking for that shape}, for each shape
     asked for (`objects` as in `caption_fidelity`)."""
-    images, wanted = np.asarray(images_uint8), _prompt_objects(objects, len(images_uint8))
+    images = _checked_images(images_uint8)
+    wanted = _prompt_objects(objects, len(images))
     out = {}
     for shape in SHAPES:
         rows = [k for k, obj in enumerate(wanted) if obj["shape"] == shape]

@@ -159,8 +159,12 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None) -> Path:
     results_file = workdir / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if results.get("preset") not in (None, preset):
-        raise ValueError(f"{workdir} holds a tour run with preset {results['preset']!r}; use another --workdir")
+        earlier = _mode_of(results)
+        raise ValueError(f"{workdir} holds a tour run with preset {results['preset']!r} (the {earlier} tour"
+                         + (", which `--fast` ran before 2026-12-03; it is `--smoke` now" if earlier == "smoke" else "")
+                         + f"), not this {mode} tour's {preset!r}: delete {workdir} or use another --workdir")
     results["preset"], results["mode"] = preset, mode
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
     per_pair = per_pair or default_per_pair
     stages = [("clip", lambda: stage_clip(workdir, preset)),
               ("dalle", lambda: stage_generator("dalle", workdir, preset, per_pair)),
@@ -170,10 +174,17 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None) -> Path:
             print(f"[{i}/{len(stages)}] {name}: done earlier, skipping")
             continue
         print(f"[{i}/{len(stages)}] {name}: training and measuring ({preset} preset)")
+        start = time.perf_counter()
         results[name] = stage()
+        results[name]["stage_seconds"] = time.perf_counter() - start  # training and measuring
         results_file.write_text(json.dumps(results, indent=2) + "\n")
         print(f"[{i}/{len(stages)}] {name}: {json.dumps(results[name])}")
     return write_report(workdir, results)
+
+
+def _mode_of(results: dict[str, Any]) -> str:
+    """The mode of a results.json (older ones name only the preset)."""
+    return results.get("mode") or {p: m for m, (p, _, _) in MODES.items()}.get(results.get("preset"), "full")
 
 
 def _pct(x: Any) -> str:
@@ -187,7 +198,7 @@ MODE_NOTES = {
             "<code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 27 "
             "minutes), and each model's default preset trains longer still: see the README for what they reach.",
     "smoke": "This is the <b>smoke tour</b>: seconds of training per model, which checks that every stage runs and "
-             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 6 "
+             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 8 "
              "minutes) and <code>make tour</code> (about 27) train models that learn.",
 }
 
@@ -195,7 +206,7 @@ MODE_NOTES = {
 def write_report(workdir: Path, results: dict[str, Any]) -> Path:
     """One self-contained HTML page (images by relative path) with the tour's table and pictures."""
     clip, gens = results.get("clip", {}), {k: results[k] for k in ("dalle", "ddpm") if k in results}
-    mode = results.get("mode", "full")
+    mode = _mode_of(results)
     aim = MODES[mode][2]
 
     def fidelity(r: dict[str, Any]) -> str:
@@ -219,6 +230,11 @@ def write_report(workdir: Path, results: dict[str, Any]) -> Path:
     figures = "".join(f'<figure><img src="{src}"><figcaption>{html.escape(cap)}</figcaption></figure>'
                       for src, cap in pictures if (workdir / src).exists())
     note = f"<p>{MODE_NOTES[mode]}</p>" if MODE_NOTES[mode] else ""
+    stage_times = {name: results[name]["stage_seconds"] for name in ("clip", "dalle", "ddpm")
+                   if "stage_seconds" in results.get(name, {})}
+    if stage_times:
+        note += (f"<p>This run took <b>{sum(stage_times.values()) / 60:.1f} min</b> (training and measuring: "
+                 + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in stage_times.items()) + " min).</p>")
     shape_headers = "".join(f"<th>{shape}</th>" for shape in shapes.SHAPES)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>minimodal tour</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 00 · Multimodal AI in one picture
 #
-# **Expected run time:** about 9 minutes on a 2-core CPU (measured 8.6 min, nearly all of it the fast tour;
+# **Expected run time:** about 9 minutes on a 2-core CPU (measured 8.5 min, nearly all of it the fast tour;
 # `MINIMODAL_FAST=1`: about 2 minutes, with the smoke tour instead).
 #
 # A *modality* is a kind of data: text, images, sound. A *multimodal* model relates two or more of them.
@@ -132,9 +132,9 @@ for name in ("dalle_grid.png", "ddpm_grid.png", "ddpm_strip.png", "clip_similari
 
 # %% [markdown]
 # Rows of the grids are the prompts "a red circle", "a blue square", "a green triangle", "a yellow cross",
-# "a white circle", "a purple square" and — never seen in training — "a red triangle". The short run's
-# models are small and briefly trained; `make tour` trains them properly and the README records what it
-# reached. Every trained model reloads from its work directory alone:
+# "a white circle", "a purple square" and — never seen in training — "a red triangle". The fast tour's
+# models are small and briefly trained at 16 px: they get colours right and shapes partly; `make tour` trains
+# them longer (DALL-E at 32 px) and the README records what it reached. Every trained model reloads from its work directory alone:
 
 # %%
 clip = minimodal.load(workdir / "clip")
@@ -145,21 +145,22 @@ assert sim.shape == (3, 3)
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`make lessons`, 2026-12-03, 2-core CPU, full mode: 8.6 minutes).
+# From the run recorded in this notebook (`make lessons`, 2026-12-03, 2-core CPU, full mode: 8.5 minutes).
 # Yours should match where a seed fixes the result; timings vary with the machine.
 #
 # - 12 shapes with their captions; the grader reads colour and shape back correctly on **12 of 12**.
 # - Pixels seen by the models range from **-1.0** to **0.80** (in the first two images).
 # - "a large red circle at the top left" becomes **12 ids**, `BOS` = 1 first and `EOS` = 2 last.
-# - The fast tour trains every model at 16 px in about 8 minutes (CLIP 1.0 min, DALL-E's tokenizer and
-#   transformer 2.9 min, the DDPM 3.4 min, then the grading). CLIP reaches **99.7%** zero-shot (24-way;
+# - The fast tour trains every model at 16 px and grades it in **8.4 minutes** (CLIP 1.0 min, DALL-E's tokenizer
+#   and transformer 3.4 min, the DDPM 4.0 min, each with its grading). CLIP reaches **99.7%** zero-shot (24-way;
 #   53.5% on held-out pairs), and the 3 × 3 image–caption similarities have a bright diagonal (0.95, 0.91,
 #   0.92 against −0.26 … 0.56 off it).
 # - The generators have learnt colour nearly everywhere and shape partly: on 80 prompts "a {colour} {shape}"
-#   DALL-E draws **38.8%** right (circles 70%, squares 40%, triangles 35%, crosses 10%; 66.2% when CLIP picks
-#   the best of 8), the DDPM **35.0%** (circles 50%, squares 60%, triangles 10%, crosses 20%). In the grids,
-#   DALL-E's shapes are soft (its 4 × 4 token grid), the DDPM's are blobs of the right colour. Held-out pairs
-#   ("a red triangle") are mostly missed: 25% and 6%.
+#   DALL-E draws **51.2%** right (circles 70%, squares 50%, triangles 40%, crosses 45%; 73.8% when CLIP picks
+#   the best of 8; 67.5% on full training-style captions), the DDPM **35.0%** (circles 50%, squares 60%,
+#   triangles 10%, crosses 20%; full captions 32.5%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
+#   grid), the DDPM's are blobs of the right colour. Held-out pairs ("a red triangle") are mostly missed: 12.5%
+#   and 6.2%.
 # - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for 27 minutes and
 #   reaches **100.0%** zero-shot and **73.1%** / **76.3%** fidelity (README, "The tour"); the standalone
 #   defaults reach 84% (DALL-E) and 96% (DDPM).

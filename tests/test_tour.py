@@ -24,7 +24,11 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
         assert (workdir / f"{name}_grid.png").exists()
     assert 0 <= results["clip"]["zero_shot"] <= 1 and 0 <= results["clip"]["zero_shot_holdout"] <= 1
     page = (workdir / "report.html").read_text()
-    assert "caption fidelity" in page and "smoke tour" in page and "full captions" in page
+    assert "smoke tour" in page and "This run took" in page
+    for name in ("dalle", "ddpm"):  # the row shows what results.json holds
+        r = results[name]
+        assert f"<td>{name}</td><td>{100 * r['fidelity']:.1f}%" in page
+        assert f"<td>{100 * r['fidelity_full_captions']:.1f}%</td>" in page
     assert 'src="ddpm_strip.png"' in page and 'src="clip_similarity.png"' in page
     capsys.readouterr()
     assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0  # finished stages are skipped
@@ -43,9 +47,12 @@ def test_a_tour_refuses_an_unknown_mode_and_another_modes_workdir(tmp_path):
 
     with pytest.raises(ValueError, match=r"tour mode must be one of \['fast', 'full', 'smoke'\], got 'quick'"):
         tour.run(tmp_path, mode="quick")
-    (tmp_path / "results.json").write_text(json.dumps({"preset": "tiny", "mode": "smoke"}))
-    with pytest.raises(ValueError, match=r"holds a tour run with preset 'tiny'; use another --workdir"):
+    (tmp_path / "results.json").write_text(json.dumps({"preset": "tiny"}))  # what `--fast` wrote before modes
+    with pytest.raises(ValueError, match=r"preset 'tiny' \(the smoke tour, which `--fast` ran before 2026-12-03; "
+                                         r"it is `--smoke` now\), not this fast tour's 'fast': delete "):
         tour.run(tmp_path, mode="fast")
+    with pytest.raises(SystemExit):
+        cli.main(["tour", "--fast", "--smoke", "--workdir", str(tmp_path)])
 
 
 @pytest.mark.parametrize("mode", ["full", "fast", "smoke"])
