@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from minimodal import train
+from minimodal.clip_guided import one_object_prompts
 from minimodal.data import shapes
 from minimodal.metrics import caption_fidelity, per_shape_fidelity
 from minimodal.viz import film_strip, save_grid
@@ -33,17 +34,6 @@ FULL_CAPTIONS_SEED = 4242  # renders whose full training-style captions ("a smal
 # tour mode -> (each model's preset, default images per colour–shape pair for the fidelity figures, fidelity aim)
 MODES: dict[str, tuple[str, int, float | None]] = {"full": ("tour", 8, 0.70), "fast": ("fast", 4, 0.60),
                                                    "smoke": ("tiny", 2, None)}
-
-
-def _pairs(split: str) -> list[tuple[str, str]]:
-    held = set(shapes.HOLDOUT_PAIRS)
-    return [(c, s) for c in shapes.COLORS for s in shapes.SHAPES if ((c, s) in held) == (split == "holdout")]
-
-
-def fidelity_prompts(split: str, per_pair: int) -> tuple[list[str], list[dict[str, str]]]:
-    """`per_pair` prompts "a {colour} {shape}" for every pair of the split, with the objects they ask for."""
-    pairs = [p for p in _pairs(split) for _ in range(per_pair)]
-    return [f"a {c} {s}" for c, s in pairs], [{"color": c, "shape": s} for c, s in pairs]
 
 
 def _seconds_per_image(pipeline: Any, prompts: list[str], batch: int = 16) -> float:
@@ -99,10 +89,10 @@ def stage_generator(name: str, workdir: Path, preset: str, per_pair: int) -> dic
     overrides = {"text_from_clip": str(workdir / "clip")} if name == "ddpm" else {}
     generator, seconds = _fit(name, preset, workdir / name, **overrides)
     clip = minimodal.load(workdir / "clip")
-    prompts, objects = fidelity_prompts("train", per_pair)
+    prompts, objects = one_object_prompts("train", per_pair)
     per_image = _seconds_per_image(generator, prompts)
     images = np.asarray(generator.generate(prompts, seed=0))
-    held_prompts, held_objects = fidelity_prompts("holdout", per_pair)
+    held_prompts, held_objects = one_object_prompts("holdout", per_pair)
     held = np.asarray(generator.generate(held_prompts, seed=0))
     grid_prompts = [p for p in GRID_PROMPTS for _ in range(SAMPLES_PER_PROMPT)]
     _save_grid(np.asarray(generator.generate(grid_prompts, seed=0)), workdir / f"{name}_grid.png",
