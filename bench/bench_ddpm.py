@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
 
     prompts = ["a red circle", "a large blue square at the top left"] * 8
     rows = []
-    for sampler, steps in (("ddim", config.sample_steps), ("ancestral", config.diffusion_steps)):
+    for sampler, steps in ((config.sampler, config.sample_steps), ("ancestral", config.diffusion_steps)):
         seconds = best_of(lambda: ddpm.sample(model, tokenizer, prompts, jax.random.key(0), sampler=sampler),
                           repeats=1 if sampler == "ancestral" else 2)
         rows.append((f"{sampler}-{steps}", seconds / len(prompts)))

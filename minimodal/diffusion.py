@@ -213,27 +213,46 @@ def ddim_timesteps(num_steps: int, steps: int) -> np.ndarray:
 
 def ddim_sample(sched: Schedule, prediction: str, model_fn: Callable[[jax.Array, jax.Array], jax.Array],
                 x_T: jax.Array, key: jax.Array, *, steps: int = 50, eta: float = 0.0, clip: bool = True,
-                return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+                order: int = 1, return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Song et al.'s DDIM over a sub-sequence τ of the timesteps, one step τ_i -> τ_{i-1}:
 
         x_prev = √ᾱ_prev x̂_0 + √(1 - ᾱ_prev - σ²) ε̂ + σ z,
         σ = η √((1 - ᾱ_prev) / (1 - ᾱ_t)) √(1 - ᾱ_t / ᾱ_prev).
     η = 0 is deterministic; η = 1 with every step is the ancestral sampler. The noise of step t is
     `normal(fold_in(key, t))`, as in `ancestral_sample`; the trajectory holds x after every step.
+
+    `order=2` (η = 0 only) is DPM-Solver++(2M) (Lu et al. 2022). With a_t = √ᾱ_t, s_t = √(1 - ᾱ_t) and
+    λ_t = log(a_t / s_t), deterministic DDIM is its first-order step x_prev = (s_prev/s_t) x_t +
+    (a_prev - a_t s_prev/s_t) x̂_0; the second order replaces x̂_0 by the linear extrapolation through the
+    last two predictions, D = (1 + 1/(2r)) x̂_0 - 1/(2r) x̂_0', r = h'/h, h = λ_prev - λ_t (h' the step
+    before). The first step (no x̂_0' yet) and the last (h = ∞, into the clean image) stay first-order.
     """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (DDIM) or 2 (DPM-Solver++(2M)), got {order}")
+    if order == 2 and eta != 0:
+        raise ValueError(f"DPM-Solver++(2M) here is deterministic: eta must be 0, got {eta}")
     taus = jnp.asarray(ddim_timesteps(sched.num_steps, steps))
     prevs = jnp.concatenate([taus[1:], jnp.array([-1], jnp.int32)])  # -1: ᾱ_{-1} = 1, the clean image
     ones_B = jnp.ones((x_T.shape[0],), jnp.int32)
+    lam = lambda ab: 0.5 * jnp.log(ab / (1 - ab))  # noqa: E731  λ = log(a / s)
 
-    def step(x, t_prev):
+    def step(carry, t_prev):
+        x, x0_before, h_before = carry
         t, prev = t_prev
         eps, x0 = eps_and_x0(sched, prediction, x, t * ones_B, model_fn(x, t * ones_B), clip)
         ab, ab_prev = sched.alpha_bars[t], jnp.where(prev >= 0, sched.alpha_bars[prev], 1.0)
+        if order == 2:
+            h = lam(ab_prev) - lam(ab)  # prev = -1: ab_prev = 1, h = inf (that step stays first-order)
+            multistep = jnp.isfinite(h_before) & (prev >= 0)
+            r = jnp.where(multistep, h_before / jnp.where(multistep, h, 1.0), 1.0)
+            x0_used = jnp.where(multistep, (1 + 0.5 / r) * x0 - (0.5 / r) * x0_before, x0)
+            eps = eps_from_x0(sched, x, t * ones_B, x0_used)
+            x0, x0_before, h_before = x0_used, x0, h
         sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
         z = jax.random.normal(jax.random.fold_in(key, t), x.shape, x.dtype)
         direction = jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps
         x = jnp.sqrt(ab_prev) * x0 + direction + sigma * z
-        return x, x if return_trajectory else None
+        return (x, x0_before, h_before), x if return_trajectory else None
 
-    x, x_traj = jax.lax.scan(step, x_T, (taus, prevs))
+    (x, _, _), x_traj = jax.lax.scan(step, (x_T, jnp.zeros_like(x_T), jnp.float32(jnp.inf)), (taus, prevs))
     return (x, x_traj) if return_trajectory else x

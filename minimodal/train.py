@@ -364,12 +364,15 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
 
 def _finished(config: TrainConfig, workdir: Path) -> Trained | None:
     """A run whose newest checkpoint is intact and at `config.steps`, loaded as it is (no data, no steps);
-    None when there is training left to do."""
+    None when there is training left to do. A model that carries its config gets the caller's (which may
+    differ from the saved one only in keys a resumed run may change, such as sampling settings)."""
     checkpoints = _checkpoints(workdir, config.keep_checkpoints)
     step = checkpoints.latest_step()
     if step != config.steps or not _intact(checkpoints, step):
         return None
-    _, model, _, tokenizer = load_model(workdir, step)
+    _, model, saved, tokenizer = load_model(workdir, step)
+    if getattr(model, "config", None) == saved:
+        model.config = config
     distributed.say(f"{workdir} is already trained to step {step}: loaded it")
     return Trained(model, config, tokenizer, workdir, step, 0.0)
 

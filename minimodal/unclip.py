@@ -55,6 +55,10 @@ class Config(ddpm.Config):
     prior: str = "diffusion"  # "diffusion" (trained in WORKDIR/prior) or "text" (y itself: the baseline)
     prior_preset: str = "default"  # a preset of minimodal.prior
     prior_steps: int = 0  # training steps of the prior (0: the preset's)
+    # the decoder's sampler as measured in the README (the DDPM's default moved to dpm++2m / 10 steps; not yet
+    # measured on this decoder)
+    sampler: str = "ddim"
+    sample_steps: int = 50
 
     def __post_init__(self):
         if self.prior not in PRIORS:

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 04 · DDPM: images from noise, guided by text
 #
-# **Expected run time:** about 6 minutes on a 2-core CPU when `runs/ddpm` was trained beforehand by the
+# **Expected run time:** about 3 minutes on a 2-core CPU when `runs/ddpm` was trained beforehand by the
 # CLI command below (training it here instead adds about 20 minutes); fast mode (`MINIMODAL_FAST=1`,
 # a tiny model that learns nothing useful): under 2 minutes.
 #
@@ -27,8 +27,9 @@
 # 1. The forward process on an image, and the noise schedules (re-derived in numpy).
 # 2. What the network learns: the noise ε, and the clean image it implies.
 # 3. Sampling as a denoising film strip; the posterior that each ancestral step draws from.
-# 4. DDIM: the same network, 20× fewer steps.
-# 5. Classifier-free guidance: a sweep of the guidance scale, and compositions never seen in training.
+# 4. DDIM and DPM-Solver++(2M): the same network, 50× fewer steps.
+# 5. Classifier-free guidance: a sweep of the guidance scale, prompts as people type them ("a red
+#    circle"), per shape, and compositions never seen in training.
 # 6. From here to DALL-E 2.
 
 # %%
@@ -43,14 +44,15 @@ from flax import nnx
 from minimodal import ddpm, diffusion
 from minimodal.data import denormalize_images, normalize_images, shapes
 from minimodal.lessons import FAST, preset, show, workdir
-from minimodal.metrics import caption_fidelity
+from minimodal.metrics import caption_fidelity, typed_prompt_fidelity
 from minimodal.train import fit
 
 PRESET = preset()
 CONFIG = ddpm.PRESETS[PRESET]
 WORKDIR = workdir("ddpm", PRESET)
 N_PROMPTS = 8 if FAST else 48  # prompts per fidelity measurement
-N_COMPARE = 4 if FAST else 16  # prompts for the DDIM vs ancestral comparison (ancestral takes all T steps)
+N_COMPARE = 4 if FAST else 16  # prompts for the sampler comparison (ancestral takes all T steps)
+N_TYPED = 16 if FAST else 96  # prompts as people type them ("a red circle")
 
 
 # Trains the model, or resumes / reloads what the CLI command above already trained with this config.
@@ -166,7 +168,7 @@ show(np.concatenate([film[frames, i] for i in range(len(prompts))]),
      "ancestral sampling, left to right: x_t as noise is removed (one prompt per row)", ncols=10)
 
 # %% [markdown]
-# ## 4. DDIM: fewer, bigger steps
+# ## 4. DDIM and DPM-Solver++: fewer, bigger steps
 #
 # Song et al. noticed that the training loss only fixes the *marginals* $q(x_t \mid x_0)$; many reverse
 # processes share them. DDIM steps along any sub-sequence τ of timesteps:
@@ -174,19 +176,25 @@ show(np.concatenate([film[frames, i] for i in range(len(prompts))]),
 # $$x_{\tau_{i-1}} = \sqrt{\bar\alpha_{\tau_{i-1}}}\,\hat x_0 + \sqrt{1-\bar\alpha_{\tau_{i-1}}-\sigma^2}\;\hat\varepsilon + \sigma z,$$
 #
 # with σ = 0 deterministic and, at η = 1 over every step, exactly the ancestral sampler (a test checks
-# this). Timing both on the same prompts, and their caption fidelity (the exact grader reads colour and
-# shape back from the pixels):
+# this). At σ = 0 DDIM is Euler's method for the *probability-flow ODE*, written in
+# $\lambda_t = \log(\sqrt{\bar\alpha_t}/\sqrt{1-\bar\alpha_t})$: with $a = \sqrt{\bar\alpha}$, $s = \sqrt{1-\bar\alpha}$,
+# $x_{\text{prev}} = \tfrac{s_\text{prev}}{s_t} x_t + \big(a_\text{prev} - a_t\tfrac{s_\text{prev}}{s_t}\big)\hat x_0$ holds $\hat x_0$
+# constant over the step. **DPM-Solver++(2M)** (Lu et al. 2022) lets it vary linearly in λ instead,
+# through the previous step's prediction: $D = (1 + \tfrac{1}{2r})\hat x_0 - \tfrac{1}{2r}\hat x_0'$, $r = h'/h$,
+# $h = \lambda_\text{prev} - \lambda_t$. Same network calls, a second-order method (a test checks the order
+# against the exact solution for Gaussian data); it is this DDPM's default sampler, at 10 steps. Timing the
+# samplers on the same prompts, and their caption fidelity (the exact grader reads colour and shape back
+# from the pixels):
 
 # %%
 eval_set = shapes.generate(N_PROMPTS, CONFIG.image_size, seed=10_000, split="train")
 compare = eval_set["captions"][:N_COMPARE]
 results = {}
-for sampler in ("ddim", "ancestral"):
-    pipe.generate(compare, seed=1, sampler=sampler)  # compile for this batch shape
+for sampler, steps in (("ancestral", CONFIG.diffusion_steps), ("ddim", 50), ("ddim", 10), ("dpm++2m", 10)):
+    pipe.generate(compare, seed=1, sampler=sampler, steps=steps)  # compile for this batch shape
     t0 = time.perf_counter()
-    out = pipe.generate(compare, seed=1, sampler=sampler)
+    out = pipe.generate(compare, seed=1, sampler=sampler, steps=steps)
     seconds = time.perf_counter() - t0
-    steps = CONFIG.sample_steps if sampler == "ddim" else CONFIG.diffusion_steps
     results[f"{sampler}-{steps}"] = (seconds / N_COMPARE, caption_fidelity(out, eval_set["objects"][:N_COMPARE]))
     show(out, f"{sampler}-{steps}", ncols=16, figsize=(12, 2))
 print("| sampler | s / image | caption fidelity |\n| --- | --- | --- |")
@@ -223,6 +231,16 @@ fidelity = {w: caption_fidelity(pipe.generate(eval_set["captions"], seed=1, guid
 print("caption fidelity by guidance scale:", {w: round(v, 2) for w, v in fidelity.items()})
 
 # %% [markdown]
+# **Prompts as people type them.** The captions above are training-style ("a large red circle at the top
+# left"). A user types "a red circle" or "a small blue square"; grade those too (`shapes.typed_prompts`,
+# train colour–shape pairs), and per shape, with the default sampler and guidance:
+
+# %%
+typed = typed_prompt_fidelity(lambda prompts: pipe.generate(prompts, seed=1), N_TYPED, seed=10_000)
+print(f"typed prompts ({N_TYPED}): fidelity {typed['fidelity']:.2f}, size right {typed['size']:.2f}; per shape:",
+      {k.removeprefix("fidelity_"): round(v, 2) for k, v in typed.items() if k.startswith("fidelity_")})
+
+# %% [markdown]
 # **Held-out compositions.** The training split never shows a red triangle, a green circle, a blue
 # cross or a yellow square — each colour and shape appear, just never in these pairs. Can the model
 # compose them from the words?
@@ -251,20 +269,24 @@ show(out[:16], "held-out prompts: " + " | ".join(held["captions"][:4]) + " ...",
 # the same decoder can vary an existing image (encode it, decode again) or interpolate between two.
 # Every piece of that is in this repository: the CLIP of lesson 02, and this U-Net, whose
 # `cond_dim` input (here the pooled text vector, added to the timestep embedding) is exactly where a
-# CLIP embedding would go. Guidance and DDIM carry over unchanged.
+# CLIP embedding would go. Guidance and the samplers carry over unchanged.
 
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`make lessons`, 2026-12-02, 2-core CPU, 5.3 minutes on a busy machine,
-# after `runs/ddpm` was trained by the command at the top). Seeds fix the samples, so your numbers should be
-# close; the timings depend on the machine.
+# From the run recorded in this notebook (`python -m minimodal.publish lessons 04`, 2026-12-03, 2-core CPU,
+# 2.5 minutes on a quiet machine, after `runs/ddpm` was trained by the command at the top). Seeds fix the
+# samples, so your numbers should be close; the timings depend on the machine.
 #
 # - The model: 2600 steps, T = 500 with the cosine schedule, 16 px images.
 # - Noise-prediction error: **0.64** at t = 0, where the noise is a sliver of $x_t$ and hardest to see, and
 #   **0.012** or less at every other level.
-# - DDIM with 50 steps: **0.27 s** per image and caption fidelity **1.00**; ancestral sampling with all 500
-#   steps: **2.73 s** per image, also **1.00**: ten times the time for the same fidelity.
-# - Classifier-free guidance: fidelity **0.02** with w = 0 (the unconditional model), **0.94** at w = 1,
-#   **0.96** at 2, **0.92** at 3 and **1.00** at 5.
-# - Held-out colour–shape pairs: caption fidelity **0.75**.
+# - On 16 training captions: ancestral sampling with all 500 steps **2.02 s** per image, DDIM-50 **0.20 s**,
+#   both caption fidelity **1.00**; DDIM-10 and DPM-Solver++(2M)-10 **0.04 s**, both **0.94** (one prompt of
+#   16: too few to tell them apart; on 200 typed prompts DPM++2M-10 grades 95.5% against DDIM-10's 93.0%,
+#   bench/results/ddpm.md).
+# - Classifier-free guidance (default sampler, 48 captions): fidelity **0.02** with w = 0 (the unconditional
+#   model), **0.83** at w = 1, **0.94** at 2 and 3, **0.98** at 5.
+# - Prompts as people type them (96, "a red circle", "a small blue square"): fidelity **0.95**, size right
+#   **0.91**; circles **0.96**, squares **0.95**, triangles **0.95**, crosses **0.93**.
+# - Held-out colour–shape pairs: caption fidelity **0.79**.

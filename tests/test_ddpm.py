@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +127,7 @@ def test_oracle_samplers_return_the_data_point(prediction, kind):
     model_fn = oracle(s, prediction)
     for x in (diffusion.ancestral_sample(s, prediction, model_fn, x_T, jax.random.key(1)),
               diffusion.ddim_sample(s, prediction, model_fn, x_T, jax.random.key(1), steps=7),
+              diffusion.ddim_sample(s, prediction, model_fn, x_T, jax.random.key(1), steps=7, order=2),
               diffusion.ddim_sample(s, prediction, model_fn, x_T, jax.random.key(1), steps=40, eta=1.0)):
         np.testing.assert_allclose(x, jnp.broadcast_to(POINT, x.shape), atol=1e-4)
 
@@ -187,6 +189,35 @@ def test_ddim_with_eta_one_and_all_steps_is_the_ancestral_sampler(prediction):
     assert not np.allclose(d0, a, atol=1e-2)  # η = 0 is a different (deterministic) sampler
 
 
+def test_dpm_solver_2m_is_second_order_on_gaussian_data():
+    """Data N(μ, s²): the exact denoiser is x̂_0 = μ + a s² / (a² s² + σ²) (x_t - a μ) (a = √ᾱ, σ = √(1-ᾱ)) and
+    the probability-flow ODE keeps u = (x_t - a μ) / √(a² s² + σ²) fixed, so x_T lands on μ + s u. Doubling
+    the steps halves DDIM's error (first order) and quarters DPM-Solver++(2M)'s (second order)."""
+    s, mu, sd = diffusion.make_schedule("cosine", 500), 0.3, 0.5
+
+    def denoiser(xt, t_B):
+        a, sigma = (c[t_B][:, None, None, None] for c in (s.sqrt_alpha_bars, s.sqrt_one_minus_alpha_bars))
+        return mu + a * sd**2 / (a**2 * sd**2 + sigma**2) * (xt - a * mu)
+
+    x_T = jax.random.normal(jax.random.key(0), (64, 2, 2, 1))
+    a_T, sigma_T = s.sqrt_alpha_bars[-1], s.sqrt_one_minus_alpha_bars[-1]
+    exact = mu + sd * (x_T - a_T * mu) / jnp.sqrt(a_T**2 * sd**2 + sigma_T**2)
+    error = {(order, n): float(jnp.max(jnp.abs(exact - diffusion.ddim_sample(
+        s, "x0", denoiser, x_T, jax.random.key(1), steps=n, order=order, clip=False)))) for order in (1, 2)
+        for n in (40, 80)}
+    assert 1.7 < error[1, 40] / error[1, 80] < 2.3
+    assert error[2, 40] / error[2, 80] > 3.3
+    assert error[2, 80] < error[1, 80] / 3
+
+
+def test_dpm_solver_options_are_checked():
+    s, x_T = diffusion.make_schedule("cosine", 20), jnp.zeros((1, 2, 2, 1))
+    with pytest.raises(ValueError, match="order must be 1"):
+        diffusion.ddim_sample(s, "eps", toy_model, x_T, jax.random.key(0), steps=5, order=3)
+    with pytest.raises(ValueError, match="eta must be 0"):
+        diffusion.ddim_sample(s, "eps", toy_model, x_T, jax.random.key(0), steps=5, order=2, eta=0.5)
+
+
 def test_one_ddim_step_with_eta_one_has_the_posterior_mean_and_variance():
     s = diffusion.make_schedule("cosine", 20)
     t = np.arange(1, 20)
@@ -212,6 +243,8 @@ def test_samplers_are_one_compiled_loop():
 
     ddim = lambda n: lambda x: diffusion.ddim_sample(s, "eps", toy_model, x, jax.random.key(0), steps=n)  # noqa
     assert size(ddim(5)) == size(ddim(100))
+    dpm = lambda n: lambda x: diffusion.ddim_sample(s, "eps", toy_model, x, jax.random.key(0), steps=n, order=2)  # noqa
+    assert size(dpm(5)) == size(dpm(100))
     ancestral = diffusion.ancestral_sample
     assert size(lambda x: ancestral(s, "eps", toy_model, x, jax.random.key(0))) == size(
         lambda x: ancestral(diffusion.make_schedule("cosine", 20), "eps", toy_model, x, jax.random.key(0)))
@@ -301,6 +334,12 @@ def test_generate_is_deterministic_uint8_and_traces_the_film(tiny, tokenizer):
     assert a.dtype == np.uint8 and a.shape == (3, 16, 16, 3)
     np.testing.assert_array_equal(a, pipe.generate(prompts, seed=0, steps=4, guidance=2.0))
     assert not np.array_equal(a, pipe.generate(prompts, seed=1, steps=4, guidance=2.0))
+    assert tiny.config.sampler == "dpm++2m"  # the default
+    ddim = pipe.generate(prompts, seed=0, steps=4, guidance=2.0, sampler="ddim")
+    np.testing.assert_array_equal(ddim, pipe.generate(prompts, seed=0, steps=4, guidance=2.0, sampler="ddim"))
+    assert not np.array_equal(ddim, a)  # the same x_T, another solver
+    with pytest.raises(ValueError, match="DDIM option"):
+        pipe.generate(prompts, seed=0, steps=4, eta=0.5)
     images, film = pipe.generate(prompts[:1], seed=0, sampler="ancestral", return_trajectory=True)
     assert film.shape == (tiny.config.diffusion_steps, 1, 16, 16, 3) and np.array_equal(film[-1], images)
     with pytest.raises(TypeError, match="list of str"):
@@ -351,13 +390,26 @@ def test_presets_and_parameter_counts(tokenizer):
 def test_evaluate_grades_every_setting_and_saves_what_it_graded(tiny, tokenizer, tmp_path):
     config = dataclasses.replace(tiny.config, eval_prompts=4)
     results = ddpm.evaluate(tiny, config, tokenizer, tmp_path)
-    settings = ["fidelity_ancestral_w3", "fidelity_ddim5_w1", "fidelity_ddim5_w3", "fidelity_holdout_ddim5_w3"]
+    settings = ["fidelity_ancestral_w3", "fidelity_dpm++2m5_w1", "fidelity_dpm++2m5_w3",
+                "fidelity_holdout_dpm++2m5_w3"]
     typed = ["fidelity_typed", "size_typed", "fidelity_typed_holdout"]  # prompts as people type them, + per shape
     per_shape = [f"fidelity_typed_{s}" for s in ("circle", "square", "triangle", "cross")]
     assert set(settings + typed) <= set(results) <= set(settings + typed + per_shape)
     assert all(0.0 <= v <= 1.0 for k, v in results.items() if not (k == "size_typed" and np.isnan(v)))
     assert sorted(p.stem for p in (tmp_path / "eval").glob("*.png")) == sorted(settings)
     assert ddpm.evaluate(tiny, dataclasses.replace(config, data="digits"), tokenizer) == {}
+
+
+def test_a_finished_run_samples_with_the_sampling_settings_it_is_given(tmp_path):
+    """Re-running `fit` on a finished run loads it; sampling keys (not saved weights) follow the caller."""
+    from minimodal import train
+
+    config = dataclasses.replace(ddpm.PRESETS["tiny"], steps=2, n_train=32, checkpoint_every=2)
+    train.fit(ddpm.FAMILY, config, tmp_path, progress=False)
+    again = train.fit(ddpm.FAMILY, dataclasses.replace(config, sampler="ddim", sample_steps=3), tmp_path,
+                      progress=False)
+    assert (again.model.config.sampler, again.model.config.sample_steps) == ("ddim", 3)
+    assert json.loads((tmp_path / "config.json").read_text())["sampler"] == "dpm++2m"  # the record is kept
 
 
 def test_warm_start_copies_a_trained_clips_text_encoder(tokenizer, tmp_path):
