@@ -210,6 +210,34 @@ def test_dpm_solver_2m_is_second_order_on_gaussian_data():
     assert error[2, 80] < error[1, 80] / 3
 
 
+def test_dpm_solver_2m_follows_lu_et_al_step_by_step():
+    """Against the paper's update written out in numpy (Lu et al. 2022, Algorithm 2, data prediction):
+    x_i = (σ_i / σ_{i-1}) x_{i-1} - α_i (e^{-h_i} - 1) D_i, D_i = (1 + 1/(2 r_i)) x̂_0,i-1 - 1/(2 r_i) x̂_0,i-2,
+    r_i = h_{i-1} / h_i, first-order (D = x̂_0) on the first step and into the clean image (α = 1, σ = 0)."""
+    s = diffusion.make_schedule("cosine", 100)
+    x_T = jax.random.normal(jax.random.key(0), (2, 3, 3, 1))
+    taus = diffusion.ddim_timesteps(100, 6)  # uneven steps in λ: r far from 1
+    alpha = np.sqrt(np.asarray(s.alpha_bars, np.float64))
+    sigma = np.sqrt(1 - np.asarray(s.alpha_bars, np.float64))
+    lam = np.log(alpha / sigma)
+    x, previous, h_previous = np.asarray(x_T, np.float64), None, None
+    for i, t in enumerate(taus):
+        x0 = np.asarray(diffusion.x0_from_eps(s, jnp.asarray(x, jnp.float32), jnp.full((2,), t),
+                                              toy_model(jnp.asarray(x, jnp.float32), jnp.full((2,), t))), np.float64)
+        if i == len(taus) - 1:
+            x = x0  # into the clean image
+            break
+        prev = taus[i + 1]
+        h = lam[prev] - lam[t]
+        D = x0 if previous is None else x0 + (x0 - previous) / (2 * h_previous / h)
+        x = sigma[prev] / sigma[t] * x - alpha[prev] * np.expm1(-h) * D
+        previous, h_previous = x0, h
+    ours = diffusion.ddim_sample(s, "eps", toy_model, x_T, jax.random.key(1), steps=6, order=2, clip=False)
+    np.testing.assert_allclose(ours, x, rtol=1e-3, atol=1e-4)
+    ddim = diffusion.ddim_sample(s, "eps", toy_model, x_T, jax.random.key(1), steps=6, clip=False)
+    assert not np.allclose(ddim, x, atol=1e-2)  # the second-order term matters here
+
+
 def test_dpm_solver_options_are_checked():
     s, x_T = diffusion.make_schedule("cosine", 20), jnp.zeros((1, 2, 2, 1))
     with pytest.raises(ValueError, match="order must be 1"):
