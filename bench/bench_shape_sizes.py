@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from minimodal import load
+from minimodal.clip_guided import one_object_prompts
 from minimodal.data import shapes
 from minimodal.metrics import attribute_accuracy
 
@@ -38,13 +39,12 @@ def main() -> None:
     out = Path(args.out or f"bench/results/{model}.md")
 
     pipeline = load(args.workdir)
-    pairs = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES if (c, s) not in shapes.HOLDOUT_PAIRS]
+    plain_prompts, plain_objects = one_object_prompts("train", args.per_pair)  # "a red cross", ...
     start = time.perf_counter()
     cells = {}  # (shape, size word) -> (fidelity, size right or None, prompts)
     for size in SIZE_WORDS:
-        objects = [{"color": c, "shape": s} | ({"size": size} if size else {})
-                   for c, s in pairs for _ in range(args.per_pair)]
-        prompts = [" ".join(["a", *([size] if size else []), o["color"], o["shape"]]) for o in objects]
+        prompts = [p.replace("a ", f"a {size} ", 1) if size else p for p in plain_prompts]
+        objects = [o | {"size": size} if size else o for o in plain_objects]
         images = pipeline.generate(prompts, seed=args.seed)
         for shape in shapes.SHAPES:
             rows = [k for k, o in enumerate(objects) if o["shape"] == shape]
