@@ -32,7 +32,8 @@ Two tokenizers behind one interface, `encode(images) -> int32 (B, h, w)` and `de
   with random weights is the other offline choice; its features are arbitrary, so it was not taken.)
 
 A 32 px image becomes an 8 × 8 grid: two space-to-depth steps of 2 (fewer, larger matmuls than strided
-convs on the CPU), and two depth-to-space steps back.
+convs on the CPU), and two depth-to-space steps back; with `downsample=2` one step each way (2 × 2 pixels per
+token: 16 px -> 8 × 8, DALL-E's `fine` preset).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Config(TrainConfig):
     kind: str = "vq"
     codebook_size: int = 512  # V
     code_dim: int = 32  # D
+    downsample: int = 4  # pixels per token side: 4 (two space-to-depth steps of 2) or 2 (one)
     width: int = 64  # channels at the token grid
     hidden: int = 32  # channels at half resolution
     num_res_blocks: int = 2
@@ -93,8 +95,10 @@ class Config(TrainConfig):
     def __post_init__(self):
         if self.kind not in ("vq", "gumbel"):
             raise ValueError(f"kind must be 'vq' or 'gumbel', got {self.kind!r}")
-        if self.image_size % 4:
-            raise ValueError(f"image_size={self.image_size} must be a multiple of 4 (4× down-sampling)")
+        if self.downsample not in (2, 4):
+            raise ValueError(f"downsample must be 2 or 4 (pixels per token side), got {self.downsample}")
+        if self.image_size % self.downsample:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of downsample={self.downsample}")
         if min(self.disc_weight, self.perceptual_weight, self.disc_start) < 0 or not self.disc_lr > 0:
             raise ValueError("disc_weight, perceptual_weight and disc_start must not be negative and disc_lr "
                              "must be positive")
@@ -116,6 +120,8 @@ PRESETS: dict[str, Config] = {
                    restart_threshold=0.05),
     "tour": Config(steps=1200),
     "fast": Config(image_size=16, steps=2500),  # the fast tour's DALL-E tokenizer: a 4×4 grid
+    # DALL-E's `fine` preset: 16 px cut into 2×2-pixel tokens (an 8×8 grid); flat shapes on black need few codes
+    "fine": Config(image_size=16, downsample=2, codebook_size=128, steps=2000),
     "gumbel": Config(kind="gumbel"),
     # VQGAN at the default's size, Laplacian perceptual term: 31.9 dB, 100% of codes, 6.6 min on 2 cores (README)
     "vqgan": Config(steps=4000, disc_weight=0.1, disc_start=1000, perceptual_weight=0.1),
@@ -151,49 +157,53 @@ class ResBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    """Images (B, H, W, 3) in [-1, 1] -> (B, H/4, W/4, out): code vectors (VQ) or code logits (dVAE)."""
+    """Images (B, H, W, 3) in [-1, 1] -> (B, H/f, W/f, out) with f = `downsample`: code vectors (VQ) or code
+    logits (dVAE)."""
 
     def __init__(self, c: Config, out: int, *, rngs: nnx.Rngs):
+        self.fold_twice = c.downsample == 4
         self.conv_in = nnx.Conv(4 * 3, c.hidden, (3, 3), rngs=rngs)
-        self.conv_mid = nnx.Conv(4 * c.hidden, c.width, (3, 3), rngs=rngs)
+        self.conv_mid = nnx.Conv((4 if self.fold_twice else 1) * c.hidden, c.width, (3, 3), rngs=rngs)
         self.blocks = nnx.List([ResBlock(c.width, rngs=rngs) for _ in range(c.num_res_blocks)])
         self.conv_out = nnx.Conv(c.width, out, (1, 1), rngs=rngs)
 
     def __call__(self, x_BHW3: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.conv_in(space_to_depth(x_BHW3)))  # (B, H/2, W/2, hidden)
-        x = self.conv_mid(space_to_depth(x))  # (B, h, w, width)
+        x = self.conv_mid(space_to_depth(x) if self.fold_twice else x)  # (B, h, w, width)
         for block in self.blocks:
             x = block(x)
         return self.conv_out(jax.nn.relu(x))  # (B, h, w, out)
 
 
 class Decoder(nnx.Module):
-    """Code vectors (B, h, w, D) -> images (B, 4h, 4w, 3) in [-1, 1] (unclipped)."""
+    """Code vectors (B, h, w, D) -> images (B, fh, fw, 3) in [-1, 1] (unclipped), f = `downsample`."""
 
     def __init__(self, c: Config, *, rngs: nnx.Rngs):
+        self.unfold_twice = c.downsample == 4
         self.conv_in = nnx.Conv(c.code_dim, c.width, (3, 3), rngs=rngs)
         self.blocks = nnx.List([ResBlock(c.width, rngs=rngs) for _ in range(c.num_res_blocks)])
-        self.conv_up = nnx.Conv(c.width, 4 * c.hidden, (3, 3), rngs=rngs)
+        self.conv_up = nnx.Conv(c.width, (4 if self.unfold_twice else 1) * c.hidden, (3, 3), rngs=rngs)
         self.conv_mid = nnx.Conv(c.hidden, c.hidden, (3, 3), rngs=rngs)
         self.conv_out = nnx.Conv(c.hidden, 4 * 3, (3, 3), rngs=rngs)
 
     def features(self, z_BhwD: jax.Array) -> jax.Array:
-        """Everything but the last layer: (B, h, w, D) -> (B, 2h, 2w, hidden), the input of `conv_out`."""
+        """Everything but the last layer: (B, h, w, D) -> (B, fh/2, fw/2, hidden), the input of `conv_out`."""
         x = self.conv_in(z_BhwD)  # (B, h, w, width)
         for block in self.blocks:
             x = block(x)
-        x = depth_to_space(self.conv_up(jax.nn.relu(x)))  # (B, 2h, 2w, hidden)
+        x = self.conv_up(jax.nn.relu(x))
+        x = depth_to_space(x) if self.unfold_twice else x  # (B, fh/2, fw/2, hidden)
         return jax.nn.relu(self.conv_mid(jax.nn.relu(x)))
 
     def head(self, x_BHWC: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
-        """The last layer G_L (optionally with another kernel): (B, 2h, 2w, hidden) -> (B, 4h, 4w, 3)."""
+        """The last layer G_L (optionally with another kernel): (B, fh/2, fw/2, hidden) -> (B, fh, fw, 3)."""
         if kernel is None:
             return depth_to_space(self.conv_out(x_BHWC))
         y = jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return depth_to_space(y + self.conv_out.bias[...])
 
     def __call__(self, z_BhwD: jax.Array) -> jax.Array:
-        return self.head(self.features(z_BhwD))  # (B, 4h, 4w, 3)
+        return self.head(self.features(z_BhwD))  # (B, fh, fw, 3)
 
 
 # ------------------------------------------------------------------------------------------ VQGAN parts
@@ -368,7 +378,7 @@ class VQVAE(nnx.Module):
 
     def __init__(self, c: Config, *, rngs: nnx.Rngs):
         self.config = c
-        self.codebook_size, self.grid = c.codebook_size, c.image_size // 4
+        self.codebook_size, self.grid = c.codebook_size, c.image_size // c.downsample
         self.encoder = Encoder(c, c.code_dim, rngs=rngs)
         self.decoder = Decoder(c, rngs=rngs)
         init_VD = jax.random.uniform(rngs.params(), (c.codebook_size, c.code_dim), minval=-1, maxval=1)
@@ -518,7 +528,7 @@ class GumbelVAE(nnx.Module):
 
     def __init__(self, c: Config, *, rngs: nnx.Rngs):
         self.config = c
-        self.codebook_size, self.grid = c.codebook_size, c.image_size // 4
+        self.codebook_size, self.grid = c.codebook_size, c.image_size // c.downsample
         self.encoder = Encoder(c, c.codebook_size, rngs=rngs)
         self.decoder = Decoder(c, rngs=rngs)
         self.codebook = nnx.Param(jax.random.normal(rngs.params(), (c.codebook_size, c.code_dim)))

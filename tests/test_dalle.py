@@ -158,3 +158,18 @@ def test_bad_sampling_options_are_refused(model):
         dalle.sample(model, _text(), jax.random.key(0), top_p=0.0)
     with pytest.raises(ValueError, match="caption_dropout"):
         override(TINY, {"caption_dropout": 1.0})
+
+
+def test_downsample_sets_the_grid_and_must_match_the_image_tokenizer(tmp_path):
+    from minimodal import vqvae
+    from minimodal.train import fit
+
+    c = override(TINY, {"downsample": 2})
+    assert c.grid == 16 and dalle.build(c, _Tok(), nnx.Rngs(0)).num_image_tokens == 256  # 32 px / 2 px per token
+    assert dalle._tokenizer_config(c).downsample == 2  # the tokenizer `train dalle` trains folds once
+    fine = dalle.PRESETS["fine"]  # its own tokenizer preset agrees with it on size, codes and grid
+    assert dalle._tokenizer_config(fine) == override(vqvae.PRESETS["fine"], {"n_train": fine.n_train})
+    assert (fine.grid, fine.image_vocab_size) == (8, 128)
+    fit(vqvae.FAMILY, override(vqvae.PRESETS["tiny"], {"steps": 2}), tmp_path / "tok", progress=False)  # 4 px
+    with pytest.raises(ValueError, match="4 px per token.*downsample=2"):
+        dalle.load_image_tokenizer(override(c, {"image_tokenizer": str(tmp_path / "tok")}), tmp_path)

@@ -70,12 +70,13 @@ def test_space_to_depth_round_trip_and_layout():
     np.testing.assert_array_equal(vqvae.depth_to_space(y), x)
 
 
-@pytest.mark.parametrize("kind", ["vq", "gumbel"])
-def test_token_shapes_and_dtypes(kind):
-    c = override(TINY, {"kind": kind})
+@pytest.mark.parametrize("kind,downsample", [("vq", 4), ("gumbel", 4), ("vq", 2), ("gumbel", 2)])
+def test_token_shapes_and_dtypes(kind, downsample):
+    c = override(TINY, {"kind": kind, "downsample": downsample})
     model = vqvae.build(c, None, nnx.Rngs(0))
     codes = model.encode(_images())
-    assert codes.shape == (4, 8, 8) and codes.dtype == jnp.int32
+    grid = 32 // downsample  # one token per downsample × downsample pixels
+    assert codes.shape == (4, grid, grid) and codes.dtype == jnp.int32 and model.grid == grid
     assert int(codes.min()) >= 0 and int(codes.max()) < c.codebook_size
     assert model.decode(codes).shape == (4, 32, 32, 3)
     loss, metrics = vqvae.loss_fn(model, {"images": _images()}, jax.random.key(0))
@@ -146,6 +147,24 @@ def test_gumbel_step_counter_advances():
     grad_fn = nnx.value_and_grad(vqvae.loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
     (_, m), _ = grad_fn(model, {"images": _images(2)}, jax.random.key(0))
     assert int(model.step[...]) == 1 and float(m["tau"]) == pytest.approx(c.tau_start)
+
+
+def test_downsample_2_token_sees_only_its_own_2x2_block_at_the_encoder_input():
+    """With downsample 2 the encoder folds once: changing one 2×2 pixel block changes the code vectors only
+    within two cells of that block (two 3×3 convolutions), not across the grid."""
+    c = override(TINY, {"downsample": 2, "num_res_blocks": 0})
+    model = vqvae.build(c, None, nnx.Rngs(0))
+    x = _images()[:1]
+    y = x.at[0, 0:2, 0:2].set(1.0)  # the top-left 2×2 block: cell (0, 0)
+    changed_hw = np.abs(np.asarray(model.encoder(y) - model.encoder(x)))[0].max(-1) > 0
+    assert changed_hw[0, 0] and not changed_hw[3:].any() and not changed_hw[:, 3:].any()
+
+
+def test_bad_downsample_is_refused():
+    with pytest.raises(ValueError, match="downsample must be 2 or 4"):
+        override(TINY, {"downsample": 8})
+    with pytest.raises(ValueError, match="multiple of downsample"):
+        override(TINY, {"image_size": 18, "downsample": 4})
 
 
 def test_pipeline_validates_input():
