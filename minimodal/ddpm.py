@@ -68,6 +68,7 @@ class Config(TrainConfig):
     # diffusion
     schedule: str = "cosine"
     diffusion_steps: int = 500  # T
+    snr_scale: float = 1.0  # SNR_t × this at every t (> 1: less noise; `diffusion.make_schedule`)
     prediction: str = "eps"  # "eps" or "v"
     min_snr_gamma: float = 5.0  # > 0: weight the loss by min(SNR_t, γ) (Hang et al. 2023); 0: plain L_simple
     # sampling and evaluation defaults
@@ -166,7 +167,7 @@ def check_config(config: Config) -> None:
 
 
 def schedule(config: Config) -> diffusion.Schedule:
-    return diffusion.make_schedule(config.schedule, config.diffusion_steps)
+    return diffusion.make_schedule(config.schedule, config.diffusion_steps, config.snr_scale)
 
 
 def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> DDPM:

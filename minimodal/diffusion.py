@@ -62,16 +62,25 @@ def cosine_betas(num_steps: int, max_beta: float = 0.999) -> np.ndarray:
     return np.clip(1.0 - alpha_bars / prev, 0.0, max_beta)
 
 
-def make_schedule(kind: str = "cosine", num_steps: int = 1000) -> Schedule:
-    """Precompute the `Schedule` of a named β-schedule (float64 on the host, stored as float32)."""
+def make_schedule(kind: str = "cosine", num_steps: int = 1000, snr_scale: float = 1.0) -> Schedule:
+    """Precompute the `Schedule` of a named β-schedule (float64 on the host, stored as float32).
+
+    `snr_scale` = s multiplies every step's signal-to-noise ratio, SNR'_t = s · SNR_t (log-SNR shifted by log s;
+    Hoogeboom et al. 2023 shift it by resolution): ᾱ'_t = s ᾱ_t / (s ᾱ_t + 1 - ᾱ_t), β'_t = 1 - ᾱ'_t / ᾱ'_{t-1}.
+    s > 1 noises less at every t (for small images, whose structure noise destroys sooner)."""
     if kind not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
     if num_steps < 2:
         raise ValueError(f"a diffusion needs at least 2 steps, got num_steps={num_steps}")
+    if not snr_scale > 0:
+        raise ValueError(f"snr_scale must be > 0, got {snr_scale}")
     betas = linear_betas(num_steps) if kind == "linear" else cosine_betas(num_steps)
-    alphas = 1.0 - betas
-    alpha_bars = np.cumprod(alphas)
+    alpha_bars = np.cumprod(1.0 - betas)
+    if snr_scale != 1.0:
+        alpha_bars = snr_scale * alpha_bars / (snr_scale * alpha_bars + 1.0 - alpha_bars)
     prev = np.concatenate([[1.0], alpha_bars[:-1]])
+    betas = 1.0 - alpha_bars / prev
+    alphas = 1.0 - betas
     coefs = dict(
         betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=prev,
         sqrt_alpha_bars=np.sqrt(alpha_bars), sqrt_one_minus_alpha_bars=np.sqrt(1.0 - alpha_bars),

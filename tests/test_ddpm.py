@@ -48,6 +48,17 @@ def test_cosine_schedule_formula():
     np.testing.assert_allclose(diffusion.make_schedule("cosine", T).betas[-1], 0.999, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", diffusion.SCHEDULES)
+@pytest.mark.parametrize("scale", [0.25, 4.0])
+def test_snr_scale_multiplies_every_steps_snr(kind, scale):
+    """SNR'_t = s · SNR_t, SNR = ᾱ / (1 - ᾱ); the shifted schedule is still a schedule (β in (0, 1))."""
+    snr = lambda sched: np.asarray(sched.alpha_bars, np.float64) / (1 - np.asarray(sched.alpha_bars, np.float64))  # noqa: E731
+    base, shifted = diffusion.make_schedule(kind, 200), diffusion.make_schedule(kind, 200, snr_scale=scale)
+    np.testing.assert_allclose(snr(shifted), scale * snr(base), rtol=1e-3)
+    assert np.all((np.asarray(shifted.betas) > 0) & (np.asarray(shifted.betas) < 1))
+    np.testing.assert_allclose(shifted.alpha_bars, np.cumprod(1 - np.asarray(shifted.betas, np.float64)), rtol=1e-4)
+
+
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="unknown noise schedule"):
         diffusion.make_schedule("quadratic", 10)
@@ -55,6 +66,8 @@ def test_bad_schedules_are_refused():
         diffusion.make_schedule("cosine", 1)
     with pytest.raises(ValueError, match="β_T < 1"):
         diffusion.make_schedule("linear", 10)
+    with pytest.raises(ValueError, match="snr_scale must be > 0"):
+        diffusion.make_schedule("cosine", 10, snr_scale=0.0)
 
 
 # ----------------------------------------------------------------------------- forward and posterior
