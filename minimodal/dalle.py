@@ -49,7 +49,9 @@ class Config(TrainConfig):
     # WORKDIR/image_tokenizer with the `tokenizer_preset` of minimodal.vqvae (and this run's data keys)
     image_tokenizer: str = ""
     tokenizer_preset: str = "default"
-    image_vocab_size: int = 512  # must equal the image tokenizer's codebook size
+    # must equal the image tokenizer's codebook size; 128 codes reconstruct shapes as well as 512 (31.6 dB) and the
+    # transformer learns them faster (bench/results/dalle.md, "Codebook size")
+    image_vocab_size: int = 128
     downsample: int = 4  # pixels per token side; must equal the image tokenizer's (grid = image_size / this)
     # transformer
     dim: int = 128
@@ -100,11 +102,12 @@ PRESETS: dict[str, Config] = {
     "tour": Config(steps=2600, tokenizer_preset="tour"),
     "fast": Config(image_size=16, steps=1500, tokenizer_preset="fast"),  # 16 px: 16 image tokens, not 64
     "guided": Config(caption_dropout=0.1),
-    # 16 px in 2×2-pixel tokens (8×8 = 64 tokens, 128 codes): crosses drawn right twice as often as the default's
-    # and 1.5× the steps per second, but held-out pairs mostly wrong (bench/results/dalle.md, "Fine tokens")
-    "fine": Config(image_size=16, downsample=2, image_vocab_size=128, tokenizer_preset="fine"),
+    # 16 px in 2×2-pixel tokens (8×8 = 64 tokens, 128 codes): crosses right 80% of the time, but held-out pairs
+    # mostly wrong, 23% (bench/results/dalle.md, "Fine tokens")
+    "fine": Config(image_size=16, downsample=2, tokenizer_preset="fine"),
+    # natural images (CIFAR, COCO) need more codes than flat shapes: 512
     "gpu": Config(dim=512, depth=8, num_heads=8, steps=10_000, batch_size=256, n_train=50_000, lr=1e-3,
-                  tokenizer_preset="gpu", caption_dropout=0.1),
+                  tokenizer_preset="gpu", caption_dropout=0.1, image_vocab_size=512),
 }
 
 

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 00 · Multimodal AI in one picture
 #
-# **Expected run time:** about 7 minutes on a 2-core CPU (measured 6.9 min, nearly all of it the fast tour;
+# **Expected run time:** 7–9 minutes on a 2-core CPU (measured 6.9 and 8.6 min, nearly all of it the fast tour;
 # `MINIMODAL_FAST=1`: about 2 minutes, with the smoke tour instead).
 #
 # A *modality* is a kind of data: text, images, sound. A *multimodal* model relates two or more of them.
@@ -146,22 +146,23 @@ assert sim.shape == (3, 3)
 # ## What you should have seen
 #
 # From the run recorded in this notebook (`python -m minimodal.publish lessons 00`, 2026-12-03, 2-core CPU, full
-# mode, quiet machine: 6.9 minutes).
+# mode, quiet machine: 8.6 minutes).
 # Yours should match where a seed fixes the result; timings vary with the machine.
 #
 # - 12 shapes with their captions; the grader reads colour and shape back correctly on **12 of 12**.
 # - Pixels seen by the models range from **-1.0** to **0.80** (in the first two images).
 # - "a large red circle at the top left" becomes **12 ids**, `BOS` = 1 first and `EOS` = 2 last.
-# - The fast tour trains every model at 16 px and grades it in **6.8 minutes** (CLIP 0.8 min, DALL-E's tokenizer
-#   and transformer 3.0 min, the DDPM 2.9 min, each with its grading). CLIP reaches **99.7%** zero-shot (24-way;
-#   53.5% on held-out pairs), and the 3 × 3 image–caption similarities have a bright diagonal (0.95, 0.91,
-#   0.92 against −0.26 … 0.56 off it).
+# - The fast tour trains every model at 16 px and grades it in **8.5 minutes** here (CLIP 1.0 min, DALL-E's
+#   tokenizer and transformer 3.9 min, the DDPM 3.6 min, each with its grading; `make tour-fast` the same day
+#   took 6.9 minutes for the same figures: this machine's speed varies by a quarter between runs). CLIP reaches
+#   **99.7%** zero-shot (24-way; 53.5% on held-out pairs), and the 3 × 3 image–caption similarities have a
+#   bright diagonal (0.95, 0.91, 0.92 against −0.26 … 0.56 off it).
 # - The generators have learnt colour nearly everywhere and shape partly: on 80 prompts "a {colour} {shape}"
-#   DALL-E draws **51.2%** right (circles 70%, squares 50%, triangles 40%, crosses 45%; 73.8% when CLIP picks
-#   the best of 8; 67.5% on full training-style captions), the DDPM **31.2%** (circles 45%, squares 65%,
+#   DALL-E draws **52.5%** right (circles 60%, squares 55%, triangles 55%, crosses 40%; 67.5% when CLIP picks
+#   the best of 8; 56.2% on full training-style captions), the DDPM **31.2%** (circles 45%, squares 65%,
 #   triangles 5%, crosses 10%; full captions 31.2%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
-#   grid), the DDPM's are blobs of the right colour. Held-out pairs ("a red triangle") are mostly missed: 12.5%
-#   each.
+#   grid), the DDPM's are blobs of the right colour. Held-out pairs ("a red triangle") are mostly missed: 18.8%
+#   and 12.5%.
 # - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for 27 minutes and
 #   reaches **100.0%** zero-shot and **73.1%** / **76.3%** fidelity (README, "The tour"); the standalone
-#   defaults reach 84% (DALL-E) and 96% (DDPM).
+#   defaults reach 91% (DALL-E; 85% on typed prompts) and 96% (DDPM).

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # 03 · DALL-E: images as words
 #
-# **Expected run time:** about 2–3 minutes on a 2-core CPU when `runs/dalle` and `runs/clip` were trained
-# beforehand by the CLI commands below (measured: 2 min 17 s; training them here instead adds about
+# **Expected run time:** about 1–2 minutes on a 2-core CPU when `runs/dalle` and `runs/clip` were trained
+# beforehand by the CLI commands below (measured: 1.0 min; training them here instead adds about
 # 20 minutes); fast mode (`MINIMODAL_FAST=1`, tiny models that learn nothing useful): under 2 minutes.
 #
 #     minimodal train dalle --data shapes --workdir runs/dalle    # image tokenizer + transformer
@@ -100,7 +100,9 @@ show(np.concatenate([eval_images[:12], tok.decode(codes[:12])]), "images (top) a
 # noise $g$, annealing the temperature τ from 1 to 1/16; a KL term pulls the code distribution to
 # uniform. As τ → 0 the sample becomes the exact one-hot of $\arg\max(\ell + g)$ — the Gumbel-max trick —
 # which we check numerically before training one (600 steps here; the README records the `gumbel` preset's
-# 4000: 27.4 dB with a quarter of the codes in use, against the VQ-VAE's 31.5 dB and all of them).
+# 4000: 27.4 dB with a quarter of its 512 codes in use, against a 512-code VQ-VAE's 31.5 dB and all of them).
+# The DALL-E run's own VQ-VAE has 128 codes — flat shapes on black need no more, and the transformer learns a
+# smaller vocabulary faster (README, "DALL-E 1") — so compare the two rows' perplexities, not only "codes used".
 
 # %%
 logits = jnp.log(jnp.array([[0.6, 0.3, 0.1]]))
@@ -120,9 +122,9 @@ dvae_codes = vqvae.encode_in_batches(dvae, eval_images)
 show(np.concatenate([eval_images[:12], tok.decode(codes[:12]), vqvae.decode_in_batches(dvae, dvae_codes[:12])]),
      "originals / VQ-VAE / Gumbel dVAE", ncols=12)
 fig, axes = plt.subplots(1, 2, figsize=(10, 2.5))
-for ax, (name, c) in zip(axes, [("VQ-VAE", codes), ("Gumbel dVAE", dvae_codes)]):
-    ax.bar(np.arange(tok.codebook_size if name == "VQ-VAE" else dvae.codebook_size),
-           np.sort(np.bincount(c.ravel(), minlength=dvae.codebook_size))[::-1], width=1.0)
+for ax, (name, c, size) in zip(axes, [("VQ-VAE", codes, tok.codebook_size),
+                                     ("Gumbel dVAE", dvae_codes, dvae.codebook_size)]):
+    ax.bar(np.arange(size), np.sort(np.bincount(c.ravel(), minlength=size))[::-1], width=1.0)
     ax.set_yscale("log")
     ax.set_title(f"{name}: code counts, most used first")
 plt.show()
@@ -194,11 +196,11 @@ for name, (temperature, top_k, top_p) in settings.items():
 # %% [markdown]
 # **Which prompts fail?** Split the default setting's grades by the shape the prompt asks for
 # (`metrics.per_shape_fidelity`). On the default checkpoint crosses fail far more often than the other
-# shapes (bench/results/dalle.md: 49% right against 86–98%), although the VQ-VAE reconstructs real
+# shapes (README: 67% of typed crosses right against 91–98%), although the VQ-VAE reconstructs real
 # crosses perfectly: the transformer has to line up the thin arms across several tokens, one token at a
 # time. Finer tokens test that: `--preset fine` cuts 16 px images into 2 × 2-pixel tokens (same 8 × 8 grid,
 # 128 codes) and draws crosses right 80% of the time (typed prompts 92% overall, 10.6 minutes of training) —
-# but gets only 23% of the never-seen pairs below, against the default's 46%: it keeps the colour and draws
+# but gets only 23% of the never-seen pairs below, against the default's 61%: it keeps the colour and draws
 # a shape it saw in that colour (README, "DALL-E 1"). Then the prompts people actually type: "a red circle", "a small blue square" — shorter than any
 # training caption (`shapes.typed_prompts`, train colour–shape pairs), graded the same way.
 
@@ -252,18 +254,20 @@ show(pipe.generate([p for p in pairs for _ in range(4)], seed=4), f"never seen i
 # ## What you should have seen
 #
 # From the run recorded in this notebook (`python -m minimodal.publish lessons 03`, 2026-12-03, 2-core CPU,
-# 1.8 minutes on a quiet machine, after `runs/dalle` and `runs/clip` were trained by the commands at the top).
-# Seeds fix the samples, so your numbers should be close; the timings depend on the machine.
+# 1.0 minute on a quiet machine, after `runs/dalle` (the 128-code default) and `runs/clip` were trained by the
+# commands at the top). Seeds fix the samples, so your numbers should be close; the timings depend on the machine.
 #
-# - The image tokenizer: **512 codes** on an **8 × 8** grid; numpy's argmin picks the library's code for
-#   **99.9%** of the cells (the rest are float ties).
-# - Reconstructions: the VQ-VAE reaches **31.3 dB** PSNR with **100%** of its codes in use (perplexity 224.7);
-#   the 600-step Gumbel dVAE **19.9 dB** with **22%** (perplexity 28.2).
-# - Caption fidelity over 48 prompts: **79%** at T = 0.5, **90%** at T = 1, **67%** at T = 1.5, **83%** with
-#   top-p 0.8 and **83%** with the default (T = 0.7, top-k 8). Circles, squares and triangles come out right
-#   **100%** of the time, crosses **38%**.
-# - Prompts as people type them (96): **78%** (size right 78%): circles **88%**, squares **95%**, triangles
-#   **86%**, crosses **48%** (83% on the 48 training captions: the gap is within the noise of so few prompts;
-#   `minimodal eval dalle` on 240 of each finds 73% against 83%).
-# - CLIP reranking lifts fidelity from **81%** to **92%** (best of 8); never-seen colour–shape pairs reach
-#   **48%**.
+# - The image tokenizer: **128 codes** on an **8 × 8** grid; numpy's argmin picks the library's code for
+#   **100.0%** of the cells.
+# - Reconstructions: the VQ-VAE reaches **31.4 dB** PSNR with **100%** of its codes in use (perplexity 43.7);
+#   the 600-step Gumbel dVAE (512 codes) **19.9 dB** with **22%** (perplexity 28.2).
+# - Caption fidelity over 48 prompts: **83%** at T = 0.5, **85%** at T = 1, **81%** at T = 1.5, **79%** with
+#   top-p 0.8 and **94%** with the default (T = 0.7, top-k 8). Circles **90%**, squares **100%**, triangles
+#   **92%**, crosses **92%** (12 or 13 prompts each).
+# - Prompts as people type them (96): **86%** (size right 78%): circles **84%**, squares **95%**, triangles
+#   **95%**, crosses **74%** (94% on the 48 training captions: within the noise of so few prompts;
+#   `minimodal eval dalle` on 240 of each finds 85% against 91%, crosses 67%).
+# - CLIP reranking lifts fidelity from **88%** to **94%** (best of 8); never-seen colour–shape pairs reach
+#   **56%**.
+# - With the 512-code tokenizer this default had until 2026-12-03, the same cells read 83% (default sampling),
+#   crosses 38% on the training captions and 48% typed, and 48% on never-seen pairs.
