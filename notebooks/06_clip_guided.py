@@ -461,7 +461,8 @@ print(f"lesson wall time so far: {time.perf_counter() - t_start:.0f} s")
 #   the right colour. Through the VQGAN: CLIP 0.764, fidelity 45% with cut-outs; without cut-outs even the VQGAN
 #   route is fooled (0.861, 15%). Held-out pairs: 2 of 4.
 # - **Section 5.** Over 20 prompts × 3 seeds: CLIP-guided through the VQGAN 47% at 2.4 s per image, raw pixels
-#   12% at 2.1 s, DALL-E 82% at 0.020 s, DDPM (DPM-Solver++(2M), 10 steps) 100% at 0.047 s. Diversity across
+#   12% at 2.1 s, DALL-E 82% at 0.020 s (the 512-code `runs/dalle` of the time; the default now has 128 codes and
+#   this section was not re-run with it), DDPM (DPM-Solver++(2M), 10 steps) 100% at 0.047 s. Diversity across
 #   seeds is lowest for the VQGAN route (0.144, against 0.214 for DALL-E and 0.262 for DDPM): every seed starts
 #   from the same blank canvas and only
 #   the cut-outs differ. A generator trained on captions is two orders of magnitude faster per picture and far
