@@ -149,7 +149,7 @@ def test_gumbel_step_counter_advances():
     assert int(model.step[...]) == 1 and float(m["tau"]) == pytest.approx(c.tau_start)
 
 
-def test_downsample_2_token_sees_only_its_own_2x2_block_at_the_encoder_input():
+def test_downsample_2_encoder_reach_is_two_cells_around_a_changed_2x2_block():
     """With downsample 2 the encoder folds once: changing one 2×2 pixel block changes the code vectors only
     within two cells of that block (two 3×3 convolutions), not across the grid."""
     c = override(TINY, {"downsample": 2, "num_res_blocks": 0})
