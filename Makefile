@@ -11,7 +11,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DOCS   := $(VENV)/.installed-docs
-# Multi-device tests run on 8 forced host devices; single-device code paths are tested too.
+# Multi-device tests run on 8 forced host devices; single-device code paths are tested too. `make test` runs
+# the suite on every core (pytest-xdist; tests/conftest.py starts the longest first).
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
 .PHONY: tour tour-fast test test-slow bench lint notebooks lessons site clean
@@ -33,7 +34,7 @@ tour-fast: $(STAMP)
 	$(BIN)/minimodal tour --fast --workdir runs/tour-fast
 
 test: $(STAMP)
-	$(TEST_ENV) $(BIN)/python -m pytest -q
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n auto
 
 test-slow: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m slow
