@@ -14,7 +14,7 @@
 # # 00 · Multimodal AI in one picture
 #
 # **Expected run time:** 7–9 minutes on a 2-core CPU (measured 6.9 and 8.6 min, nearly all of it the fast tour;
-# `MINIMODAL_FAST=1`: about 2 minutes, with the smoke tour instead).
+# `MINIMODAL_FAST=1`: about 1.5 minutes, with the smoke tour instead; 89 s measured 2026-12-04).
 #
 # A *modality* is a kind of data: text, images, sound. A *multimodal* model relates two or more of them.
 # Three ideas carry almost everything that followed CLIP and DALL-E:
