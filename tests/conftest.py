@@ -2,7 +2,7 @@
 instead of one running a lesson alone at the end (longest-first is the classic greedy schedule).
 
 Each entry is a node-id prefix, longest first by their times alone on the 2-core CPU (2026-12-04: the smoke tour
-~100 s, lessons 00, 05 and 04 89, 75 and 65 s, lesson 07 ~25 s; every other test under 40 s).
+~100 s, lessons 00, 05 and 04 89, 75 and 65 s, lesson 07 35–40 s; every other test under 40 s).
 """
 
 from __future__ import annotations
