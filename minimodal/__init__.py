@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minimodal.host_memory import keep_freed_memory
+
 __version__ = "0.1.0"
+keep_freed_memory()  # XLA's per-step temporaries reused instead of re-mapped each step (host_memory.py)
 
 
 def load(workdir: str | Path, step: int | None = None):
