@@ -6,7 +6,7 @@ is skipped), then measures: CLIP's zero-shot accuracy (in distribution and on he
 each generator's caption fidelity (colour and shape read back from the pixels), CLIP score, sampling time
 per image and training time. The DDPM starts its text encoder from the tour's CLIP (`text_from_clip`).
 Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 27 minutes on a 2-core CPU),
-`--fast` (`fast` presets: every model at 16 px and briefly trained, about 7 minutes, and they do learn) and
+`--fast` (`fast` presets: every model at 16 px and briefly trained, about 6 minutes, and they do learn) and
 `--smoke` (`tiny` presets: seconds of training that learn nothing; the tests use it to check the code runs).
 """
 
@@ -184,11 +184,11 @@ def _pct(x: Any) -> str:
 # What each mode's report says the full tour adds (figures: README, "The tour").
 MODE_NOTES = {
     "full": "",
-    "fast": "This is the <b>fast tour</b>: every model at 16 px with short training (about 7 minutes on a 2-core CPU). "
+    "fast": "This is the <b>fast tour</b>: every model at 16 px with short training (about 6 minutes on a 2-core CPU). "
             "<code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 27 "
             "minutes), and each model's default preset trains longer still: see the README for what they reach.",
     "smoke": "This is the <b>smoke tour</b>: seconds of training per model, which checks that every stage runs and "
-             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 8 "
+             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 6 "
              "minutes) and <code>make tour</code> (about 27) train models that learn.",
 }
 

@@ -119,7 +119,7 @@ PRESETS: dict[str, Config] = {
                    batch_size=16, n_train=256, log_every=5, checkpoint_every=20, tau_steps=20,
                    restart_threshold=0.05),
     "tour": Config(steps=1200),
-    "fast": Config(image_size=16, steps=2500),  # the fast tour's DALL-E tokenizer: a 4×4 grid
+    "fast": Config(image_size=16, steps=2000),  # the fast tour's DALL-E tokenizer: a 4×4 grid
     # DALL-E's `fine` preset: 16 px cut into 2×2-pixel tokens (an 8×8 grid); flat shapes on black need few codes
     "fine": Config(image_size=16, downsample=2, codebook_size=128, steps=2000),
     "gumbel": Config(kind="gumbel"),

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 00 · Multimodal AI in one picture
 #
-# **Expected run time:** 7–9 minutes on a 2-core CPU (measured 6.9 and 8.6 min, nearly all of it the fast tour;
+# **Expected run time:** 6–7 minutes on a 2-core CPU (measured 6.3 min on 2026-12-04, nearly all of it the fast tour;
 # `MINIMODAL_FAST=1`: about 1.5 minutes, with the smoke tour instead; 89 s measured 2026-12-04).
 #
 # A *modality* is a kind of data: text, images, sound. A *multimodal* model relates two or more of them.
@@ -111,7 +111,7 @@ assert tokenizer.decode(tokenizer.encode("a large red circle at the top left")) 
 # ## The whole pipeline, once
 # `minimodal tour` trains a CLIP, an image tokenizer + DALL-E transformer and a DDPM on shapes, then grades
 # what the generators draw. It has three modes: the full tour (`make tour`, 27 minutes on a 2-core CPU), the
-# fast tour (`make tour-fast`: every model at 16 px with short training, about 7 minutes, and they do learn)
+# fast tour (`make tour-fast`: every model at 16 px with short training, about 6 minutes, and they do learn)
 # and a smoke run (seconds per model, learns nothing: what the tests check). On a CPU this lesson runs the fast
 # tour, on a GPU or TPU the full one, and in its own fast mode the smoke run. Each stage resumes if its work
 # directory already holds a finished run.
@@ -152,17 +152,17 @@ assert sim.shape == (3, 3)
 # - 12 shapes with their captions; the grader reads colour and shape back correctly on **12 of 12**.
 # - Pixels seen by the models range from **-1.0** to **0.80** (in the first two images).
 # - "a large red circle at the top left" becomes **12 ids**, `BOS` = 1 first and `EOS` = 2 last.
-# - The fast tour trains every model at 16 px and grades it in **8.5 minutes** here (CLIP 1.0 min, DALL-E's
-#   tokenizer and transformer 3.9 min, the DDPM 3.6 min, each with its grading; `make tour-fast` the same day
-#   took 6.9 minutes for the same figures: this machine's speed varies by a quarter between runs). CLIP reaches
-#   **99.7%** zero-shot (24-way; 53.5% on held-out pairs), and the 3 × 3 image–caption similarities have a
-#   bright diagonal (0.95, 0.91, 0.92 against −0.26 … 0.56 off it).
+# - The fast tour trains every model at 16 px and grades it in **6.2 minutes** here (CLIP 0.8 min, DALL-E's
+#   tokenizer and transformer 2.8 min, the DDPM 2.7 min, each with its grading; this machine's speed varies by up
+#   to a quarter between runs). CLIP reaches **99.7%** zero-shot (24-way; 53.5% on held-out pairs), and the 3 × 3
+#   image–caption similarities have a bright diagonal (0.95, 0.91, 0.92 against −0.26 … 0.56 off it).
 # - The generators have learnt colour nearly everywhere and shape partly: on 80 prompts "a {colour} {shape}"
-#   DALL-E draws **52.5%** right (circles 60%, squares 55%, triangles 55%, crosses 40%; 67.5% when CLIP picks
-#   the best of 8; 56.2% on full training-style captions), the DDPM **31.2%** (circles 45%, squares 65%,
+#   DALL-E draws **67.5%** right (circles 90%, squares 55%, triangles 75%, crosses 50%; 88.8% when CLIP picks
+#   the best of 8; 60.0% on full training-style captions), the DDPM **31.2%** (circles 45%, squares 65%,
 #   triangles 5%, crosses 10%; full captions 31.2%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
-#   grid), the DDPM's are blobs of the right colour. Held-out pairs ("a red triangle") are mostly missed: 18.8%
-#   and 12.5%.
+#   grid) but mostly readable, the DDPM's are blobs of the right colour: 2.3 minutes of training show it about
+#   19,000 images, and it needs about twice that for its shapes (README, "The tour"). Held-out pairs
+#   ("a red triangle") are mostly missed: 18.8% and 12.5%.
 # - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for 27 minutes and
 #   reaches **100.0%** zero-shot and **73.1%** / **76.3%** fidelity (README, "The tour"); the standalone
 #   defaults reach 91% (DALL-E; 85% on typed prompts) and 96% (DDPM).

@@ -19,19 +19,19 @@ if sys.argv[1] == "1":
     assert keep_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
-def churn(times):
-    for _ in range(times):
-        block = libc.malloc(48 * 2**20)
-        ctypes.memset(block, 1, 48 * 2**20)
-        libc.free(block)
-def on_a_thread(times):
-    worker = threading.Thread(target=churn, args=(times,))
-    worker.start()
-    worker.join()
-on_a_thread(1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-on_a_thread(4)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+def churn():
+    block = libc.malloc(48 * 2**20)
+    ctypes.memset(block, 1, 48 * 2**20)
+    libc.free(block)
+def five_churns():
+    churn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(4):
+        churn()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+worker = threading.Thread(target=five_churns)  # one thread: a second one might find the first's heap still held
+worker.start()
+worker.join()
 """
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
