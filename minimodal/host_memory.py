@@ -4,10 +4,11 @@ XLA's CPU runtime mallocs each run's temporaries and frees them at the end: one 
 the fast tour's DDPM. glibc serves a block above its mmap threshold (at most 32 MB) with a fresh `mmap` and
 `munmap`s it on free, so every step faults in ~14,000 new pages: a sixth of a training run's CPU time
 (bench/results/trainer.md, "Freed memory kept"). With mmap never used for a block (M_MMAP_MAX = 0) and the heap
-never trimmed (M_TRIM_THRESHOLD = ∞), a freed block stays in the heap and the next step reuses it. The price: the
-process keeps its peak host memory until it exits. A block larger than a worker thread's heap (64 MB; CLIP's
-step frees 112 MB) is still mapped afresh: sending every thread to the one main heap (M_ARENA_MAX = 1) would
-keep it too, but made the DDPM's steps 19% slower (threads waiting for the heap's lock).
+trimmed only when 2 GB at its top are free (M_TRIM_THRESHOLD = 2³¹−1), a freed block stays in the heap and the
+next step reuses it. The price: the process keeps its peak host memory until it exits. A block larger than a
+worker thread's heap (64 MB; CLIP's step frees 112 MB) is still mapped afresh: sending every thread to the one
+main heap (M_ARENA_MAX = 1) would keep it too, but made the DDPM's steps 19% slower (threads waiting for the
+heap's lock).
 
 `import minimodal` calls `keep_freed_memory()` once; set MINIMODAL_KEEP_FREED_MEMORY=0 to leave malloc alone.
 """
@@ -20,7 +21,7 @@ import os
 import platform
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
-NEVER_TRIM = 2**31 - 1  # the largest value mallopt accepts (an int)
+NEVER_TRIM = 2**31 - 1  # bytes: the largest threshold mallopt takes (an int)
 OPT_OUT = "MINIMODAL_KEEP_FREED_MEMORY"
 
 
