@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from minimodal.host_memory import OPT_OUT
+
 RUN = """
 import sys
 from minimodal import train
@@ -29,7 +31,7 @@ train.fit(family, override(family.presets[sys.argv[2]], {"steps": int(sys.argv[3
 def measure(family: str, preset: str, steps: int, keep: bool) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as workdir:
-        env = {**os.environ, "MINIMODAL_KEEP_FREED_MEMORY": "1" if keep else "0"}
+        env = {**os.environ, OPT_OUT: "1" if keep else "0"}
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", RUN, family, preset, str(steps), workdir], env=env, check=True)
         wall = time.perf_counter() - start

@@ -16,7 +16,6 @@ heap's lock).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -30,5 +29,5 @@ def keep_freed_memory() -> bool:
     C library is not glibc (macOS, musl: nothing to do) or MINIMODAL_KEEP_FREED_MEMORY=0 asks not to."""
     if os.environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = ctypes.CDLL("libc.so.6")  # glibc's soname (`find_library` would run `ldconfig` at every import)
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minimodal.host_memory import keep_freed_memory
+from minimodal.host_memory import OPT_OUT, keep_freed_memory
 
 # On a worker thread, as XLA's CPU runtime does with a step's temporaries: malloc, fill and free a 48 MB block
 # (above glibc's largest mmap threshold, within a thread's 64 MB heap) five times; print the minor page faults of
@@ -15,7 +15,7 @@ from minimodal.host_memory import keep_freed_memory
 PROBE = """
 import ctypes, ctypes.util, resource, sys, threading
 if sys.argv[1] == "1":
-    from minimodal.host_memory import keep_freed_memory
+    from minimodal.host_memory import OPT_OUT, keep_freed_memory
     assert keep_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
@@ -39,7 +39,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallo
 
 def _faults(keep: bool) -> int:
     out = subprocess.run([sys.executable, "-c", PROBE, "1" if keep else "0"], capture_output=True, text=True,
-                         check=True, env={"MINIMODAL_KEEP_FREED_MEMORY": "1"})
+                         check=True, env={OPT_OUT: "1"})
     return int(out.stdout)
 
 
@@ -51,7 +51,7 @@ def test_a_freed_block_is_reused_without_new_page_faults():
 
 @glibc_only
 def test_the_opt_out_leaves_malloc_alone(monkeypatch):
-    monkeypatch.setenv("MINIMODAL_KEEP_FREED_MEMORY", "0")
+    monkeypatch.setenv(OPT_OUT, "0")
     assert keep_freed_memory() is False
-    monkeypatch.setenv("MINIMODAL_KEEP_FREED_MEMORY", "1")
+    monkeypatch.setenv(OPT_OUT, "1")
     assert keep_freed_memory() is True
