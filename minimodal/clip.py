@@ -332,7 +332,7 @@ def sample_grid(model: CLIP, config: Config, tokenizer: Any, rng: jax.Array, wor
 
 
 FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, sample_grid=sample_grid,
-                evaluate=evaluate, pipeline=ClipPipeline)
+                evaluate=evaluate, pipeline=ClipPipeline, per_example_loss=False)
 
 __all__ = ["CLIP", "FAMILY", "GRID_QUERIES", "PRESETS", "ClipPipeline", "Config", "ConvEncoder", "TextEncoder",
            "ViT", "contrastive_loss", "infonce_loss", "positives", "prepare", "linear_probe", "retrieval_recall",

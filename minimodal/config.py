@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # 0 = no EMA of the weights
+    micro_batches: int = 1  # > 1: each step's gradient is the mean of this many slices' gradients, in turn
     seed: int = 0
     # bookkeeping
     log_every: int = 50
@@ -52,7 +53,7 @@ class TrainConfig:
 
 # Keys that may change between a run and its resumption; any other change is an incompatible config.
 RESUMABLE_KEYS = frozenset(
-    {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "sample_every"}
+    {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "sample_every", "micro_batches"}
 )
 
 
@@ -195,7 +196,7 @@ def load(cls: type[C], path: str | Path) -> C:
 def check_training_values(config: TrainConfig) -> None:
     """Reject values the training loop cannot run with, naming the key."""
     positive = ("steps", "batch_size", "n_train", "image_size", "context_length", "vocab_size", "log_every",
-                "checkpoint_every", "keep_checkpoints")
+                "checkpoint_every", "keep_checkpoints", "micro_batches")
     for key in positive:
         if getattr(config, key) < 1:
             raise ValueError(f"config key {key!r} must be at least 1, got {getattr(config, key)}")

@@ -714,4 +714,5 @@ def pipeline(model, config: Config, tokenizer: Any, workdir: Any) -> Pipeline:
 
 FAMILY = Family(name="vqvae", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,
                 warm_start=warm_start, sample_grid=sample_grid, evaluate=evaluate, pipeline=pipeline,
-                groups=(Group("discriminator", discriminator_loss_fn, discriminator_optimizer),))
+                groups=(Group("discriminator", discriminator_loss_fn, discriminator_optimizer),),
+                per_example_loss=False)

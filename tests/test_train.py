@@ -92,6 +92,24 @@ def test_one_device_and_eight_devices_give_the_same_loss_curve(tmp_path):
     np.testing.assert_allclose([r["loss"] for r in one], [r["loss"] for r in eight], rtol=1e-5)
 
 
+def test_micro_batches_take_the_same_steps_as_the_whole_batch(tmp_path):
+    # the toy loss is a mean over examples and ignores its key: the mean of k slices' gradients is the gradient
+    whole = _fit(tmp_path / "whole", steps=6, log_every=1)
+    devices = jax.devices()[:8] if jax.device_count() >= 8 else None  # slices across every device's shard
+    sliced = _fit(tmp_path / "sliced", steps=6, log_every=1, micro_batches=4, devices=devices)
+    for a, b in zip(_params(whole.model), _params(sliced.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for one, four in zip(train.read_metrics(tmp_path / "whole"), train.read_metrics(tmp_path / "sliced")):
+        np.testing.assert_allclose([one["loss"], one["accuracy"]], [four["loss"], four["accuracy"]], rtol=1e-5)
+    assert int(sliced.model.calls[...]) == 4 * 6  # the non-Param state went through every slice in turn
+    with pytest.raises(ValueError, match="multiple of micro_batches=3"):
+        _fit(tmp_path / "bad", micro_batches=3)
+    contrastive = dataclasses.replace(FAMILY, per_example_loss=False)  # e.g. CLIP: its negatives are the batch
+    with pytest.raises(ValueError, match="not a mean of per-example terms"):
+        train.fit(contrastive, ToyConfig(micro_batches=2), tmp_path / "clip", examples=toy_examples(),
+                  progress=False)
+
+
 def test_batch_size_must_split_over_devices(tmp_path):
     if jax.device_count() < 2:
         pytest.skip("needs several devices")
