@@ -13,7 +13,7 @@ learned from scratch, or started from a trained CLIP's with `text_from_clip=DIR`
 
 Legend: B batch, T text tokens, D text width, V vocabulary, H W image side, C channels.
 
-    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~17 min on a 2-core CPU
+    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~11 min on a 2-core CPU
     minimodal sample ddpm --workdir runs/ddpm "a red circle" "a blue square"
     minimodal eval ddpm --workdir runs/ddpm                        # caption fidelity ≥ 0.8 with guidance
 """
