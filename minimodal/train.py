@@ -269,9 +269,11 @@ def _accumulate(grad_fn, params, rest, batch, rng, k: int):
     """A per-example-mean loss's gradient over the batch as the mean of k slices' gradients:
     ∇ (1/B) Σ_b ℓ_b = (1/k) Σ_j ∇ (k/B) Σ_{b ∈ slice j} ℓ_b. Slice j takes rows j, j + k, j + 2k, ... (every
     device's shard of the batch is in every slice) and the key `fold_in(rng, j)`; the non-Param state flows
-    through the slices in order. The slices are written out one after another, not in a `lax.scan`: on XLA's
-    CPU backend a loop body ran the U-Net's convolutions 15× slower. Returns (loss, metrics, rest, gradient),
-    each the mean over the slices."""
+    through the slices in order. A mean over a batch's non-padding tokens (DALL-E's text, Whisper's transcripts)
+    becomes the mean of the slices' means: close to, not equal to, the whole batch's when slices differ in
+    length. The slices are written out one after another, not in a `lax.scan`: on XLA's CPU backend a loop
+    body ran the U-Net's convolutions 15× slower. Returns (loss, metrics, rest, gradient), each the mean over
+    the slices."""
     outs = []
     for j in range(k):
         part = jax.tree.map(lambda x: x[j::k], batch)
