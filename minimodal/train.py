@@ -86,7 +86,8 @@ class Family:
     pipeline(model, config, tokenizer, workdir) -> object          what `minimodal.load(workdir)` returns
     groups: sub-modules with a loss and an optimiser of their own (`Group`; e.g. a GAN's discriminator)
     per_example_loss: the loss is a mean of per-example terms, so `micro_batches` > 1 gives the same gradient
-        (False: CLIP's contrastive loss, whose negatives are the rest of the batch; the VQ-VAE's codebook EMA)
+        (or close to it, for a mean over non-padding tokens; False: CLIP's contrastive loss, whose negatives are
+        the rest of the batch, and the VQ-VAE's codebook EMA)
     """
 
     name: str
@@ -267,13 +268,17 @@ def make_train_step(family: Family, graphdef: Any, tx: optax.GradientTransformat
 
 def _accumulate(grad_fn, params, rest, batch, rng, k: int):
     """A per-example-mean loss's gradient over the batch as the mean of k slices' gradients:
-    ∇ (1/B) Σ_b ℓ_b = (1/k) Σ_j ∇ (k/B) Σ_{b ∈ slice j} ℓ_b. Slice j takes rows j, j + k, j + 2k, ... (every
-    device's shard of the batch is in every slice) and the key `fold_in(rng, j)`; the non-Param state flows
-    through the slices in order. A mean over a batch's non-padding tokens (DALL-E's text, Whisper's transcripts)
+    ∇ (1/B) Σ_b ℓ_b = (1/k) Σ_j ∇ (k/B) Σ_{b ∈ slice j} ℓ_b. Slice j takes rows j, j + k, j + 2k, ... (when k
+    divides a device's shard of the batch, every device holds an equal part of every slice; otherwise XLA moves
+    rows) and the key `fold_in(rng, j)`; the non-Param state flows through the slices in order. A mean over a
+    batch's non-padding tokens (DALL-E's text, Whisper's transcripts, the assistant's replies)
     becomes the mean of the slices' means: close to, not equal to, the whole batch's when slices differ in
     length. The slices are written out one after another, not in a `lax.scan`: on XLA's CPU backend a loop
     body ran the U-Net's convolutions 15× slower. Returns (loss, metrics, rest, gradient), each the mean over
     the slices."""
+    rows = {x.shape[0] for x in jax.tree.leaves(batch)}
+    if any(r % k for r in rows):
+        raise ValueError(f"a batch of {sorted(rows)} rows does not cut into micro_batches={k} equal slices")
     outs = []
     for j in range(k):
         part = jax.tree.map(lambda x: x[j::k], batch)
