@@ -143,8 +143,8 @@ def _sample_clip_guided(args, options: dict[str, Any]) -> int:
         raise ValueError("sample clip-guided needs --clip DIR (a trained CLIP); --vqgan DIR draws through a VQGAN, "
                          "without it the pixels are optimised directly")
     if args.workdir or args.step is not None:
-        raise ValueError("sample clip-guided takes --clip and --vqgan, not --workdir / --step")
-    generator = ClipGuided(args.clip, args.vqgan)
+        raise ValueError("sample clip-guided takes --clip, --vqgan and --judge, not --workdir / --step")
+    generator = ClipGuided(args.clip, args.vqgan, args.judge)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images, progress = generator.generate(prompts, seed=args.seed, **{"return_progress": True, **options})
     out = Path(args.out or Path(args.vqgan or args.clip) / "samples" / "clip_guided.png")
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="the generator's work directory (all but clip-guided)")
     p.add_argument("--clip", help="clip-guided: the CLIP work directory whose similarity is maximised")
     p.add_argument("--vqgan", help="clip-guided: a VQGAN (vqvae) work directory to draw through; none: raw pixels")
+    p.add_argument("--judge", help="clip-guided: a second CLIP work directory that picks among candidates=N "
+                                   "(default: the guiding CLIP)")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("-n", type=int, default=8, help="images per prompt")
     p.add_argument("--seed", type=int, default=0)

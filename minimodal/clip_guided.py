@@ -83,13 +83,19 @@ def resize_matrix(start_K: jax.Array, side_K: jax.Array, size: int, out: int) ->
     return jnp.maximum(0.0, 1.0 - jnp.abs(pos_KO[:, :, None] - jnp.arange(size)[None, None, :]))
 
 
+def resized(x_SS3: jax.Array, out: int) -> jax.Array:
+    """The whole image resampled (bilinear) to out × out: (out, out, 3) (the identity when out = S)."""
+    S = x_SS3.shape[0]
+    R = resize_matrix(jnp.zeros(1), jnp.full(1, float(S)), S, out)[0]  # (out, S)
+    return jnp.einsum("iy,yxc,jx->ijc", R, x_SS3, R)
+
+
 def cutouts(x_SS3: jax.Array, key: jax.Array, n: int, out: int, cut_min: jax.Array, noise: jax.Array,
             flip: bool) -> jax.Array:
     """`n` random augmented crops of one image, resized to out × out: (n, out, out, 3); n = 0: the image."""
     S = x_SS3.shape[0]
     if n == 0:
-        R = resize_matrix(jnp.zeros(1), jnp.full(1, float(S)), S, out)[0]  # (out, S)
-        return jnp.einsum("iy,yxc,jx->ijc", R, x_SS3, R)[None]
+        return resized(x_SS3, out)[None]
     k_side, k_y, k_x, k_flip, k_sigma, k_noise = jax.random.split(key, 6)
     side_K = S * jax.random.uniform(k_side, (n,), minval=cut_min, maxval=1.0)
     y0_K = jax.random.uniform(k_y, (n,)) * (S - side_K)
@@ -134,60 +140,77 @@ def initial_theta(vq: Any, keys_P: jax.Array, size: int, init: str = "random") -
     return jnp.take(vq.codebook[...], codes_Phw, axis=0)  # (P, h, w, D)
 
 
-@functools.partial(jax.jit, static_argnames=("clip_graph", "vq_graph", "clip_size", "steps", "n_cutouts", "every",
-                                             "flip", "size", "init"))
-def optimise_jit(clip_state, vq_state, text_PE, keys_P, lr, cut_min, noise, tv_weight, *, clip_graph, vq_graph,
-                 clip_size: int, steps: int, n_cutouts: int, every: int, flip: bool, size: int, init: str):
+@functools.partial(jax.jit, static_argnames=("clip_graph", "vq_graph", "judge_graph", "clip_size", "judge_size",
+                                             "steps", "n_cutouts", "every", "flip", "size", "init", "candidates"))
+def optimise_jit(clip_state, vq_state, judge_state, text_PE, judge_text_PE, keys_R, lr, cut_min, noise, tv_weight, *,
+                 clip_graph, vq_graph, judge_graph, clip_size: int, judge_size: int, steps: int, n_cutouts: int,
+                 every: int, flip: bool, size: int, init: str, candidates: int):
     """The whole optimisation, every prompt at once, as one compiled program -> (final images (P, S, S, 3),
-    scores (steps, P), frames (1 + ⌈steps / every⌉, P, S, S, 3)). The graph definitions are static arguments,
-    so any `ClipGuided` over models of the same architecture reuses a compilation (same shapes and options)."""
+    scores (steps, P), frames (1 + ⌈steps / every⌉, P, S, S, 3), judge scores (P, n)).
+
+    Each prompt is optimised n = `candidates` times (rows R = P·n, row p·n + j, one key of keys_R each); with
+    n > 1 the judge CLIP scores each candidate's whole image, cos(judge_img(x), judge_txt(p)), and the best one
+    of each prompt is returned (with its scores and frames). The graph definitions are static arguments, so any
+    `ClipGuided` over models of the same architecture reuses a compilation (same shapes and options)."""
     clip = nnx.merge(clip_graph, clip_state)
     vq = nnx.merge(vq_graph, vq_state) if vq_graph is not None else None
     tx = optax.adam(lr)
+    text_RE = jnp.repeat(text_PE, candidates, axis=0)
 
-    def scores_of(theta, step):  # (P,) mean cosine similarity over the cut-outs, (P,) total variation
-        x_PSS3 = render(vq, theta)
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys_P)
-        views = jax.vmap(lambda x, k: cutouts(x, k, n_cutouts, clip_size, cut_min, noise, flip))(x_PSS3, step_keys)
-        P, K = views.shape[:2]
-        emb_PKE = clip.encode_images(views.reshape(P * K, clip_size, clip_size, 3)).reshape(P, K, -1)
-        return jnp.einsum("pke,pe->pk", emb_PKE, text_PE).mean(axis=1), total_variation(x_PSS3)
+    def scores_of(theta, step):  # (R,) mean cosine similarity over the cut-outs, (R,) total variation
+        x_RSS3 = render(vq, theta)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys_R)
+        views = jax.vmap(lambda x, k: cutouts(x, k, n_cutouts, clip_size, cut_min, noise, flip))(x_RSS3, step_keys)
+        R, K = views.shape[:2]
+        emb_RKE = clip.encode_images(views.reshape(R * K, clip_size, clip_size, 3)).reshape(R, K, -1)
+        return jnp.einsum("rke,re->rk", emb_RKE, text_RE).mean(axis=1), total_variation(x_RSS3)
 
-    def loss(theta, step):  # Σ_p [tv_weight · TV_p - score_p]: each prompt's θ gets its own gradient
-        s_P, tv_P = scores_of(theta, step)
-        return jnp.sum(tv_weight * tv_P - s_P), s_P
+    def loss(theta, step):  # Σ_r [tv_weight · TV_r - score_r]: each row's θ gets its own gradient
+        s_R, tv_R = scores_of(theta, step)
+        return jnp.sum(tv_weight * tv_R - s_R), s_R
 
-    def one_step(carry, step):  # one Adam step on every prompt's θ at once
+    def one_step(carry, step):  # one Adam step on every row's θ at once
         theta, opt_state = carry
-        (_, s_P), grad = jax.value_and_grad(loss, has_aux=True)(theta, step)
+        (_, s_R), grad = jax.value_and_grad(loss, has_aux=True)(theta, step)
         updates, opt_state = tx.update(grad, opt_state, theta)
-        return (optax.apply_updates(theta, updates), opt_state), s_P
+        return (optax.apply_updates(theta, updates), opt_state), s_R
 
     def chunk(carry, start):  # `every` steps, then a progress frame
         carry, s = jax.lax.scan(one_step, carry, start + jnp.arange(every))
         return carry, (s, render(vq, carry[0]))
 
-    theta0 = initial_theta(vq, keys_P, size, init)
+    theta0 = initial_theta(vq, keys_R, size, init)
     first = render(vq, theta0)
     carry = (theta0, tx.init(theta0))
     carry, (scores, frames) = jax.lax.scan(chunk, carry, every * jnp.arange(steps // every))
-    scores = scores.reshape(-1, theta0.shape[0])  # (steps - steps % every, P)
+    scores = scores.reshape(-1, theta0.shape[0])  # (steps - steps % every, R)
     if steps % every:
         carry, last = jax.lax.scan(one_step, carry, (steps // every) * every + jnp.arange(steps % every))
         scores = jnp.concatenate([scores, last])
         frames = jnp.concatenate([frames, render(vq, carry[0])[None]])
-    return render(vq, carry[0]), scores, jnp.concatenate([first[None], frames])
+    final, frames = render(vq, carry[0]), jnp.concatenate([first[None], frames])
+    P = text_PE.shape[0]
+    if candidates == 1:
+        return final, scores, frames, jnp.zeros((P, 1))
+    judge = nnx.merge(judge_graph, judge_state)  # keep each prompt's candidate the judge scores highest
+    emb_RE = judge.encode_images(jax.vmap(lambda x: resized(x, judge_size))(final))
+    judge_PN = jnp.einsum("pne,pe->pn", emb_RE.reshape(P, candidates, -1), judge_text_PE)
+    rows_P = jnp.arange(P) * candidates + jnp.argmax(judge_PN, axis=1)
+    return final[rows_P], scores[:, rows_P], frames[:, rows_P], judge_PN
 
 
 class ClipGuided:
     """A trained CLIP and (optionally) a VQGAN / VQ-VAE, loaded once; `generate` optimises images against CLIP.
 
     clip: a CLIP work directory or a loaded `ClipPipeline`; vqgan: an image-tokenizer work directory
-    (`kind="vq"`: a VQGAN or a plain VQ-VAE), a loaded `vqvae.Pipeline`, or None for raw pixels.
+    (`kind="vq"`: a VQGAN or a plain VQ-VAE), a loaded `vqvae.Pipeline`, or None for raw pixels; judge: the CLIP
+    that picks among `candidates` (default: the guiding CLIP; a second, independently trained one picks better,
+    since the guiding CLIP's score is what the optimisation inflated).
     """
 
-    def __init__(self, clip: Any, vqgan: Any = None):
+    def __init__(self, clip: Any, vqgan: Any = None, judge: Any = None):
         self.clip = _load(clip, "clip", "clip")
+        self.judge = _load(judge, "clip", "judge") if judge is not None else self.clip
         self.vqgan = _load(vqgan, "vqvae", "vqgan") if vqgan is not None else None
         if self.vqgan is not None and getattr(self.vqgan.config, "kind", None) != "vq":
             raise ValueError("vqgan= needs a VQ tokenizer (kind 'vq': a VQGAN or a VQ-VAE), not the Gumbel dVAE")
@@ -196,6 +219,7 @@ class ClipGuided:
             self._vq_graph, self._vq_state = nnx.split(self.vqgan.model)
         else:
             self._vq_graph, self._vq_state = None, {}
+        self._judge_graph, self._judge_state = nnx.split(self.judge.model)
 
     @property
     def mode(self) -> str:
@@ -206,14 +230,20 @@ class ClipGuided:
     def optimise(self, prompts: Sequence[str], seed: int = 0, steps: int = 100, cutouts: int = 16,
                  lr: float | None = None, cut_min: float = 0.8, noise: float = 0.3, flip: bool = True,
                  image_size: int | None = None, progress_every: int | None = None, init: str = "blank",
-                 tv_weight: float = 0.3) -> dict[str, np.ndarray]:
+                 tv_weight: float = 0.3, candidates: int = 1) -> dict[str, np.ndarray]:
         """The optimisation itself: {"images" uint8 (N, S, S, 3), "scores" (steps, N) float (the mean cut-out
         cosine similarity each step was scored with, before its update), "progress" uint8 (F, N, S, S, 3):
-        the start, then every `progress_every` steps (default: the start and the end only)}."""
+        the start, then every `progress_every` steps (default: the start and the end only), "judge_scores"
+        (N, candidates): the judge's whole-image cosine of each candidate}.
+
+        candidates=n: each prompt is optimised n times (each with its own cut-outs), at n times the cost, and
+        the judge keeps the candidate it scores highest (candidates=1: no judge)."""
         prompts = self._check_prompts(prompts)
         if steps < 1 or cutouts < 0:
             raise ValueError(f"steps must be >= 1 and cutouts >= 0 (0: the whole image only); got steps={steps}, "
                              f"cutouts={cutouts}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1 (images optimised per prompt), got {candidates}")
         if lr is not None and not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if tv_weight < 0:
@@ -233,20 +263,26 @@ class ClipGuided:
             if size < 4:
                 raise ValueError(f"image_size must be at least 4, got {size}")
         text_PE = jnp.asarray(self.clip.embed_texts(prompts))
-        keys_P = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(len(prompts)))
-        final, scores, frames = optimise_jit(
-            self._clip_state, self._vq_state, text_PE, keys_P, jnp.float32(lr or DEFAULT_LR[self.mode]),
-            jnp.float32(cut_min), jnp.float32(noise), jnp.float32(tv_weight), clip_graph=self._clip_graph,
-            vq_graph=self._vq_graph, clip_size=self.clip.config.image_size, steps=steps, n_cutouts=cutouts,
-            every=every, flip=flip, size=size, init=init)
+        judge_text_PE = jnp.asarray(self.judge.embed_texts(prompts)) if candidates > 1 else text_PE
+        # row p·n + j (candidate j of prompt p) draws with key fold_in(seed, p·n + j): candidates=1 keeps p's key
+        keys_R = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
+            jnp.arange(len(prompts) * candidates))
+        final, scores, frames, judge_PN = optimise_jit(
+            self._clip_state, self._vq_state, self._judge_state, text_PE, judge_text_PE, keys_R,
+            jnp.float32(lr or DEFAULT_LR[self.mode]), jnp.float32(cut_min), jnp.float32(noise),
+            jnp.float32(tv_weight), clip_graph=self._clip_graph, vq_graph=self._vq_graph,
+            judge_graph=self._judge_graph, clip_size=self.clip.config.image_size,
+            judge_size=self.judge.config.image_size, steps=steps, n_cutouts=cutouts, every=every, flip=flip,
+            size=size, init=init, candidates=candidates)
         return {"images": denormalize_images(final), "scores": np.asarray(scores),
-                "progress": np.stack([denormalize_images(f) for f in np.asarray(frames)])}
+                "progress": np.stack([denormalize_images(f) for f in np.asarray(frames)]),
+                "judge_scores": np.asarray(judge_PN)}
 
     @checked_options
     def generate(self, prompts: Sequence[str], seed: int = 0, steps: int = 100, cutouts: int = 16,
                  lr: float | None = None, cut_min: float = 0.8, noise: float = 0.3, flip: bool = True,
                  image_size: int | None = None, return_progress: bool = False, progress_every: int | None = None,
-                 init: str = "blank", tv_weight: float = 0.3):
+                 init: str = "blank", tv_weight: float = 0.3, candidates: int = 1):
         """uint8 images (N, S, S, 3), one per prompt (repeat a prompt for several: each draws its own cut-outs,
         and with init="random" its own start);
         with `return_progress=True`, (images, progress uint8 (F, N, S, S, 3)): the start and every
@@ -255,7 +291,7 @@ class ClipGuided:
             progress_every = max(1, steps // 10) if isinstance(steps, int) and steps >= 1 else None
         out = self.optimise(prompts, seed=seed, steps=steps, cutouts=cutouts, lr=lr, cut_min=cut_min, noise=noise,
                             flip=flip, image_size=image_size, progress_every=progress_every,
-                            init=init, tv_weight=tv_weight)
+                            init=init, tv_weight=tv_weight, candidates=candidates)
         return (out["images"], out["progress"]) if return_progress else out["images"]
 
     def clip_score(self, images_uint8: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
@@ -272,14 +308,15 @@ class ClipGuided:
         return prompts
 
 
-def generate(prompts: Sequence[str], seed: int = 0, clip: Any = None, vqgan: Any = None, **options):
+def generate(prompts: Sequence[str], seed: int = 0, clip: Any = None, vqgan: Any = None, judge: Any = None,
+             **options):
     """uint8 (N, S, S, 3): each prompt's image optimised against the CLIP in `clip` (a work directory), through
-    the VQGAN in `vqgan` (a work directory) or, with `vqgan=None`, as raw pixels. Options: those of
-    `ClipGuided.generate` (steps, cutouts, lr, cut_min, noise, flip, image_size, return_progress, progress_every,
-    init, tv_weight)."""
+    the VQGAN in `vqgan` (a work directory) or, with `vqgan=None`, as raw pixels; `judge` (a CLIP work directory)
+    picks among `candidates`. Options: those of `ClipGuided.generate` (steps, cutouts, lr, cut_min, noise, flip,
+    image_size, return_progress, progress_every, init, tv_weight, candidates)."""
     if clip is None:
         raise ValueError("clip-guided generation needs clip=DIR, a trained CLIP's work directory")
-    return ClipGuided(clip, vqgan).generate(prompts, seed=seed, **options)
+    return ClipGuided(clip, vqgan, judge).generate(prompts, seed=seed, **options)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -318,4 +355,4 @@ def evaluate(generator: ClipGuided, split: str = "train", per_pair: int = 2, see
 
 
 __all__ = ["ClipGuided", "cutouts", "evaluate", "generate", "initial_theta", "one_object_prompts", "optimise_jit",
-           "render", "resize_matrix", "snap"]
+           "render", "resize_matrix", "resized", "snap"]

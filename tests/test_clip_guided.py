@@ -213,6 +213,22 @@ def test_clip_score_rises_and_a_seed_fixes_the_result(guided):
     assert not np.array_equal(other["images"], out["images"])
 
 
+def test_candidates_keep_the_judges_pick(runs, guided):
+    """candidates=2 for one prompt draws with the keys of rows 0 and 1, i.e. it optimises the two images of
+    candidates=1 on the prompt twice; the judge keeps the one it scores higher, with its scores and frames."""
+    judged = clip_guided.ClipGuided(runs["clip"], runs["vqgan"], judge=runs["clip"])
+    prompt = ["a red circle"]
+    both = guided.optimise(prompt * 2, seed=3, progress_every=5, **FAST)  # the two candidates
+    kept = judged.optimise(prompt, seed=3, candidates=2, progress_every=5, **FAST)
+    assert kept["judge_scores"].shape == (1, 2)
+    cos = judged.clip_score(both["images"], prompt * 2)
+    np.testing.assert_allclose(kept["judge_scores"][0], cos, atol=0.02)  # float images vs their uint8 rounding
+    best = int(np.argmax(kept["judge_scores"][0]))
+    np.testing.assert_array_equal(kept["images"][0], both["images"][best])
+    np.testing.assert_allclose(kept["scores"][:, 0], both["scores"][:, best], rtol=1e-5)
+    np.testing.assert_array_equal(kept["progress"][:, 0], both["progress"][:, best])
+
+
 def test_raw_pixel_route(runs, guided):
     images, progress = clip_guided.generate(["a green triangle"], clip=runs["clip"], steps=12, cutouts=0,
                                             return_progress=True)
@@ -232,6 +248,7 @@ def test_raw_pixel_route(runs, guided):
     ({"init": "noise"}, "init must be one of"),
     ({"tv_weight": -1.0}, "tv_weight must be >= 0"),
     ({"image_size": 32}, "image_size is the VQGAN's"),
+    ({"candidates": 0}, "candidates must be >= 1"),
 ])
 def test_bad_options_are_clear_errors(guided, options, message):
     with pytest.raises(ValueError, match=message):
@@ -241,6 +258,8 @@ def test_bad_options_are_clear_errors(guided, options, message):
 def test_bad_inputs_are_clear_errors(runs, guided):
     with pytest.raises(ValueError, match="holds a 'clip' model"):
         clip_guided.ClipGuided(runs["clip"], vqgan=runs["clip"])
+    with pytest.raises(ValueError, match="judge=.*holds a 'vqvae' model"):
+        clip_guided.ClipGuided(runs["clip"], judge=runs["vqgan"])
     with pytest.raises(ValueError, match="needs clip=DIR"):
         clip_guided.generate(["a red circle"])
     with pytest.raises(ValueError, match="non-empty"):
@@ -260,7 +279,7 @@ def test_cli_sample_clip_guided_end_to_end(runs, tmp_path, capsys):
     out = tmp_path / "cg.png"
     argv = ["sample", "clip-guided", "--clip", str(runs["clip"]), "--vqgan", str(runs["vqgan"]),
             "--prompt", "a red circle", "--prompt", "a blue square", "-n", "1", "--out", str(out), "steps=10",
-            "cutouts=4", "progress_every=5"]
+            "cutouts=4", "progress_every=5", "--judge", str(runs["clip"]), "candidates=2"]
     assert cli.main(argv) == 0
     assert out.exists() and (tmp_path / "cg_progress.png").exists()
     assert "mean CLIP score" in capsys.readouterr().out
