@@ -2,10 +2,12 @@
 and seconds per image, through a VQGAN (and optionally a plain VQ-VAE) against raw pixels, with cut-outs on and
 off, on train-distribution and held-out (colour, shape) pairs; then the ablations of the recipe (train pairs):
 random codes instead of the blank canvas, no total-variation penalty, smaller cut-outs with less noise, and the
-first version (all three).
+first version (all three). With `--candidates`, best-of-n through the VQGAN: each prompt optimised n times and
+the candidate a judge CLIP (`--judge`, default the guiding one) scores highest kept, on two seeds.
 
     flock /tmp/minimodal-cpu.lock .venv/bin/python bench/bench_clip_guided.py --clip runs/clip --vqgan runs/vqgan \\
-        [--vqvae runs/vqvae] [--steps 100] [--cutouts 16] [--per-pair 2] [--no-ablations]
+        [--vqvae runs/vqvae] [--steps 100] [--cutouts 16] [--per-pair 2] [--no-ablations] \\
+        [--judge runs/clip-s1 --candidates 1 2 4 [--only-candidates]]
 
 Prints a markdown table and writes it to bench/results/clip_guided.md (`--out`).
 The CLIP score is cos(CLIP image embedding of the whole image, prompt embedding) under the same CLIP that guided
@@ -49,6 +51,9 @@ def main() -> None:
     parser.add_argument("--per-pair", type=int, default=2, help="prompts per (colour, shape) pair")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--judge", help="a second CLIP work directory that picks among candidates")
+    parser.add_argument("--candidates", type=int, nargs="*", default=[], help="best-of-n rows for these n")
+    parser.add_argument("--only-candidates", action="store_true", help="skip the routes and ablations")
     parser.add_argument("--out", default="bench/results/clip_guided.md")
     args = parser.parse_args()
 
@@ -68,13 +73,24 @@ def main() -> None:
         lines.append(line)
         print(line, f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-    for name, generator in routes.items():
+    for name, generator in ({} if args.only_candidates else routes).items():
         for cutouts in dict.fromkeys((args.cutouts, 0)):
             for split in ("train", "holdout"):
                 start = time.perf_counter()
                 r = evaluate(generator, split, args.per_pair, args.seed, steps=args.steps, cutouts=cutouts)
                 add(row(name, cutouts, split, r), start)
-    if not args.no_ablations:
+    judged = ClipGuided(routes["VQGAN"].clip, routes["VQGAN"].vqgan, args.judge)
+    for n in args.candidates:  # two seeds; the second run reuses the first's compilation and is the timed one
+        name = f"VQGAN, best of {n} by {args.judge or args.clip}" if n > 1 else "VQGAN"
+        for seed, timed in ((args.seed, False), (args.seed + 1, True)):
+            start = time.perf_counter()
+            r = evaluate(judged, "train", args.per_pair, seed, warmup=False, steps=args.steps, cutouts=args.cutouts,
+                         candidates=n)
+            add(row(f"{name}, seed {seed}", args.cutouts, "train", r, timed=timed), start)
+        start = time.perf_counter()
+        r = evaluate(judged, "holdout", args.per_pair, args.seed, steps=args.steps, cutouts=args.cutouts, candidates=n)
+        add(row(f"{name}, seed {args.seed}", args.cutouts, "holdout", r), start)
+    if not args.no_ablations and not args.only_candidates:
         for name, options in ABLATIONS.items():
             start = time.perf_counter()
             r = evaluate(routes["VQGAN"], "train", args.per_pair, args.seed, warmup=False, steps=args.steps,
