@@ -144,6 +144,8 @@ def _sample_clip_guided(args, options: dict[str, Any]) -> int:
                          "without it the pixels are optimised directly")
     if args.workdir or args.step is not None:
         raise ValueError("sample clip-guided takes --clip, --vqgan and --judge, not --workdir / --step")
+    if args.judge and not (isinstance(options.get("candidates"), int) and options["candidates"] > 1):
+        raise ValueError("--judge picks among candidates: add candidates=N (N >= 2) to use it")
     generator = ClipGuided(args.clip, args.vqgan, args.judge)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images, progress = generator.generate(prompts, seed=args.seed, **{"return_progress": True, **options})

@@ -25,13 +25,16 @@ FAST = {"steps": 10, "cutouts": 4}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A CLIP and a VQGAN (perceptual term from that CLIP) trained for 3 steps each at 16 px."""
+    """A CLIP and a VQGAN (perceptual term from that CLIP) trained for 3 steps each at 16 px, and a second CLIP
+    at 32 px from another seed (a judge whose input is not the image's size)."""
     root = tmp_path_factory.mktemp("runs")
     no_grid = lambda family: dataclasses.replace(family, sample_grid=None)  # noqa: E731 (saves compiling one)
     train.fit(no_grid(clip.FAMILY), CLIP_TINY, root / "clip", progress=False)
+    judge_config = override(CLIP_TINY, {"image_size": 32, "seed": 1})
+    train.fit(no_grid(clip.FAMILY), judge_config, root / "judge", progress=False)
     config = dataclasses.replace(VQGAN_TINY, perceptual_clip=str(root / "clip"))
     trained = train.fit(no_grid(vqvae.FAMILY), config, root / "vqgan", progress=False)
-    return {"root": root, "clip": root / "clip", "vqgan": root / "vqgan", "trained": trained}
+    return {"root": root, "clip": root / "clip", "vqgan": root / "vqgan", "judge": root / "judge", "trained": trained}
 
 
 @pytest.fixture(scope="module")
@@ -214,19 +217,25 @@ def test_clip_score_rises_and_a_seed_fixes_the_result(guided):
 
 
 def test_candidates_keep_the_judges_pick(runs, guided):
-    """candidates=2 for one prompt draws with the keys of rows 0 and 1, i.e. it optimises the two images of
-    candidates=1 on the prompt twice; the judge keeps the one it scores higher, with its scores and frames."""
-    judged = clip_guided.ClipGuided(runs["clip"], runs["vqgan"], judge=runs["clip"])
-    prompt = ["a red circle"]
-    both = guided.optimise(prompt * 2, seed=3, progress_every=5, **FAST)  # the two candidates
-    kept = judged.optimise(prompt, seed=3, candidates=2, progress_every=5, **FAST)
-    assert kept["judge_scores"].shape == (1, 2)
-    cos = judged.clip_score(both["images"], prompt * 2)
-    np.testing.assert_allclose(kept["judge_scores"][0], cos, atol=0.02)  # float images vs their uint8 rounding
-    best = int(np.argmax(kept["judge_scores"][0]))
-    np.testing.assert_array_equal(kept["images"][0], both["images"][best])
-    np.testing.assert_allclose(kept["scores"][:, 0], both["scores"][:, best], rtol=1e-5)
-    np.testing.assert_array_equal(kept["progress"][:, 0], both["progress"][:, best])
+    """candidates=2 on prompts [a, b] draws with the keys of rows 0..3, i.e. it optimises the four images of
+    candidates=1 on [a, a, b, b]; the judge (another CLIP, at 32 px: it sees the 16 px images resized) keeps the
+    one of each pair it scores higher, with its scores and frames."""
+    judged = clip_guided.ClipGuided(runs["clip"], runs["vqgan"], judge=runs["judge"])
+    prompts = ["a red circle", "a blue square"]
+    each = guided.optimise([p for p in prompts for _ in range(2)], seed=3, progress_every=5, **FAST)
+    kept = judged.optimise(prompts, seed=3, candidates=2, progress_every=5, **FAST)
+    assert kept["judge_scores"].shape == (2, 2)
+    judge = judged.judge  # the judge's cosines of the four candidates, on their uint8 images resized to 32 px
+    x_RSS3 = jnp.asarray(each["images"], jnp.float32) / 127.5 - 1.0
+    emb_RE = judge.model.encode_images(jax.vmap(lambda x: clip_guided.resized(x, 32))(x_RSS3))
+    cos_PN = np.sum(np.asarray(emb_RE) * np.repeat(judge.embed_texts(prompts), 2, axis=0), axis=1).reshape(2, 2)
+    np.testing.assert_allclose(kept["judge_scores"], cos_PN, atol=0.02)  # float images vs their uint8 rounding
+    assert (np.abs(np.diff(cos_PN, axis=1)) > 1e-3).all()  # the candidates differ: the pick is a real choice
+    rows = 2 * np.arange(2) + np.argmax(kept["judge_scores"], axis=1)
+    np.testing.assert_array_equal(kept["images"], each["images"][rows])
+    np.testing.assert_allclose(kept["scores"], each["scores"][:, rows], rtol=1e-5)
+    np.testing.assert_array_equal(kept["progress"], each["progress"][:, rows])
+    assert not np.array_equal(kept["images"], each["images"][2 * np.arange(2) + np.argmin(cos_PN, axis=1)])
 
 
 def test_raw_pixel_route(runs, guided):
@@ -260,6 +269,8 @@ def test_bad_inputs_are_clear_errors(runs, guided):
         clip_guided.ClipGuided(runs["clip"], vqgan=runs["clip"])
     with pytest.raises(ValueError, match="judge=.*holds a 'vqvae' model"):
         clip_guided.ClipGuided(runs["clip"], judge=runs["vqgan"])
+    with pytest.raises(TypeError, match="judge= must be a CLIP"):
+        clip_guided.ClipGuided(runs["clip"], judge=guided.vqgan)
     with pytest.raises(ValueError, match="needs clip=DIR"):
         clip_guided.generate(["a red circle"])
     with pytest.raises(ValueError, match="non-empty"):
@@ -279,11 +290,14 @@ def test_cli_sample_clip_guided_end_to_end(runs, tmp_path, capsys):
     out = tmp_path / "cg.png"
     argv = ["sample", "clip-guided", "--clip", str(runs["clip"]), "--vqgan", str(runs["vqgan"]),
             "--prompt", "a red circle", "--prompt", "a blue square", "-n", "1", "--out", str(out), "steps=10",
-            "cutouts=4", "progress_every=5", "--judge", str(runs["clip"]), "candidates=2"]
+            "cutouts=4", "progress_every=5", "--judge", str(runs["judge"]), "candidates=2"]
     assert cli.main(argv) == 0
     assert out.exists() and (tmp_path / "cg_progress.png").exists()
     assert "mean CLIP score" in capsys.readouterr().out
     assert cli.main(["sample", "clip-guided", "--vqgan", str(runs["vqgan"]), "--prompt", "x"]) == 2
     assert "needs --clip" in capsys.readouterr().err
+    assert cli.main(["sample", "clip-guided", "--clip", str(runs["clip"]), "--judge", str(runs["judge"]),
+                     "--prompt", "x"]) == 2
+    assert "add candidates=N" in capsys.readouterr().err
     assert cli.main(["sample", "--prompt", "a red circle"]) == 2
     assert "needs --workdir" in capsys.readouterr().err
