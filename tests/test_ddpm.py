@@ -417,7 +417,7 @@ def test_bad_configs_are_refused(tokenizer):
 
 
 def test_presets_and_parameter_counts(tokenizer):
-    assert ddpm.PRESETS["default"] == ddpm.Config()
+    assert ddpm.PRESETS["default"] == dataclasses.replace(ddpm.Config(), micro_batches=4)
     assert set(ddpm.PRESETS) >= {"default", "tiny", "tour", "gpu"}
 
     def count(name):
