@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--only-candidates", action="store_true", help="skip the routes and ablations")
     parser.add_argument("--out", default="bench/results/clip_guided.md")
     args = parser.parse_args()
+    if args.judge and not any(n > 1 for n in args.candidates):
+        parser.error("--judge picks among candidates: give --candidates with an n >= 2")
 
     routes = {"VQGAN": ClipGuided(args.clip, args.vqgan)}
     if args.vqvae:
@@ -79,8 +81,6 @@ def main() -> None:
                 start = time.perf_counter()
                 r = evaluate(generator, split, args.per_pair, args.seed, steps=args.steps, cutouts=cutouts)
                 add(row(name, cutouts, split, r), start)
-    if args.judge and not any(n > 1 for n in args.candidates):
-        parser.error("--judge picks among candidates: give --candidates with an n >= 2")
     judged = ClipGuided(routes["VQGAN"].clip, routes["VQGAN"].vqgan, args.judge) if args.candidates else None
     for n in args.candidates:  # two seeds; the second run reuses the first's compilation and is the timed one
         name = f"VQGAN, best of {n} by {args.judge or args.clip}" if n > 1 else "VQGAN"
