@@ -20,7 +20,7 @@ $py -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__ve
 jax.devices())"
 
 step clip-guided
-timeout 100 $py - <<'EOF'
+timeout 90 $py - <<'EOF'
 import json, os
 from minimodal import clip_guided
 one = clip_guided.evaluate(clip_guided.ClipGuided("runs/clip", "runs/vqgan"), per_pair=2, seed=0)
@@ -37,7 +37,10 @@ echo "tour --fast: rc $?, $(( $(date +%s) - start )) s"
 cp /tmp/tour-fast/results.json "$OUT/tour_fast.json" 2>/dev/null
 
 step tests
-timeout 100 $py -m pytest -v -n 8 -p no:cacheprovider -p no:benchmark --tb=line tests/test_unet.py tests/test_nn_attention.py \
+# first the tests suspected of one unexplained failure on 2026-12-04 (bench/results/gpu.md), with tracebacks
+timeout 60 $py -m pytest -q -p no:cacheprovider -p no:benchmark --tb=short -rf tests/test_dalle.py \
+    -k "cache or guid or greedy or argmax" 2>&1 | tail -40
+timeout 80 $py -m pytest -v -n 8 -p no:cacheprovider -p no:benchmark --tb=line tests/test_unet.py tests/test_nn_attention.py \
     tests/test_ddpm.py tests/test_clip.py tests/test_dalle.py tests/test_clip_guided.py tests/test_train.py \
     tests/test_vqvae.py 2>&1 | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error|assert" | tail -150
 
