@@ -113,6 +113,23 @@ def test_micro_batches_take_the_same_steps_as_the_whole_batch(tmp_path):
                   progress=False)
 
 
+def test_micro_batch_slices_take_their_rows_and_their_own_keys():
+    # slice j: rows j, j + k, ... and the key fold_in(rng, j), so dropout / noise / timesteps differ per slice
+    seen = []
+
+    def grad_fn(params, rest, part, key):  # records what each slice was given; a zero loss and gradient
+        seen.append((np.asarray(part["x"]), np.asarray(jax.random.key_data(key))))
+        return (jnp.float32(0.0), ({}, rest)), params
+
+    rng = jax.random.key(3)
+    train._accumulate(grad_fn, {"w": jnp.zeros(2)}, {}, {"x": jnp.arange(8)}, rng, 4)
+    assert len(seen) == 4
+    for j, (rows, key) in enumerate(seen):
+        np.testing.assert_array_equal(rows, [j, j + 4])
+        np.testing.assert_array_equal(key, jax.random.key_data(jax.random.fold_in(rng, j)))
+    assert len({key.tobytes() for _, key in seen}) == 4
+
+
 def test_batch_size_must_split_over_devices(tmp_path):
     if jax.device_count() < 2:
         pytest.skip("needs several devices")
