@@ -5,6 +5,9 @@ Each stage trains through the one trainer into `WORKDIR/<model>` (so a re-run re
 is skipped), then measures: CLIP's zero-shot accuracy (in distribution and on held-out colour–shape pairs);
 each generator's caption fidelity (colour and shape read back from the pixels), CLIP score, sampling time
 per image and training time. The DDPM starts its text encoder from the tour's CLIP (`text_from_clip`).
+On a CPU with two or more cores the two generators train side by side once CLIP is done, each in its own process
+pinned to half the cores (`side_by_side`): one of these small models keeps only about one core busy, so two at
+once finish together in about 1.3× the time of one (bench/results/trainer.md, "Two trainings side by side").
 Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 27 minutes on a 2-core CPU),
 `--fast` (`fast` presets: every model at 16 px and briefly trained, about 6 minutes, and they do learn) and
 `--smoke` (`tiny` presets: seconds of training that learn nothing; the tests use it to check the code runs).
@@ -12,9 +15,13 @@ Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, a
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +144,11 @@ def _similarity_heatmap(clip: Any, out: Path) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def run(workdir: Path, mode: str = "full", per_pair: int | None = None) -> Path:
+def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_side: bool | None = None) -> Path:
     """Run (or resume) every stage in `mode` ("full", "fast" or "smoke"), then write `workdir/report.html`;
     returns its path. `per_pair`: images generated per colour–shape pair for the fidelity figures (default: the
-    mode's, 8 / 4 / 2)."""
+    mode's, 8 / 4 / 2). `side_by_side`: train DALL-E and the DDPM at once on two halves of the cores (None: where
+    `core_halves` finds them; False: one after the other)."""
     if mode not in MODES:
         raise ValueError(f"tour mode must be one of {sorted(MODES)}, got {mode!r}")
     workdir = Path(workdir)
@@ -159,17 +167,84 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None) -> Path:
     stages = [("clip", lambda: stage_clip(workdir, preset)),
               ("dalle", lambda: stage_generator("dalle", workdir, preset, per_pair)),
               ("ddpm", lambda: stage_generator("ddpm", workdir, preset, per_pair))]
+
+    def record(i: int, name: str, result: dict[str, Any]) -> None:
+        results[name] = result
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"[{i}/{len(stages)}] {name}: {json.dumps(result)}")
+
+    # side by side where training dominates: the smoke tour's seconds of training are mostly compilation,
+    # which two fresh processes on half the cores each do slower than this warm one
+    halves = core_halves() if side_by_side or (side_by_side is None and mode != "smoke") else None
+    if side_by_side and halves is None:
+        raise ValueError("side_by_side=True needs the CPU backend, two or more cores and core pinning (Linux)")
     for i, (name, stage) in enumerate(stages, 1):
         if name in results:
             print(f"[{i}/{len(stages)}] {name}: done earlier, skipping")
             continue
+        if name == "dalle" and "ddpm" not in results and halves is not None:
+            _generators_side_by_side(workdir, preset, per_pair, halves, record)
+            results["side_by_side"] = True
+            results_file.write_text(json.dumps(results, indent=2) + "\n")
+            break
         print(f"[{i}/{len(stages)}] {name}: training and measuring ({preset} preset)")
         start = time.perf_counter()
-        results[name] = stage()
-        results[name]["stage_seconds"] = time.perf_counter() - start  # training and measuring
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"[{i}/{len(stages)}] {name}: {json.dumps(results[name])}")
+        result = stage()
+        result["stage_seconds"] = time.perf_counter() - start  # training and measuring
+        record(i, name, result)
     return write_report(workdir, results)
+
+
+def core_halves() -> tuple[set[int], set[int]] | None:
+    """This process's cores cut into two halves, when the generators can train side by side: the CPU backend,
+    two or more cores, and core pinning (`os.sched_setaffinity`, Linux). None: one after the other (a GPU or
+    TPU runs one model at a time, and two processes would contend for its memory)."""
+    import jax
+
+    if jax.default_backend() != "cpu" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return set(cores[: len(cores) // 2]), set(cores[len(cores) // 2:])
+
+
+def _generators_side_by_side(workdir: Path, preset: str, per_pair: int, halves: tuple[set[int], set[int]],
+                             record: Any, stage: Any = None) -> None:
+    """DALL-E and the DDPM trained and measured at once (`stage`, default `stage_generator`: a module-level
+    function, so that a spawned process can import it), each in a fresh process pinned to one half of the
+    cores, its output in WORKDIR/<model>.log; `record(i, name, result)` as each finishes. A stage that fails
+    raises here once the other has finished (and kept its result)."""
+    names = ("dalle", "ddpm")
+    print(f"[2-3/3] {' and '.join(names)}: training and measuring side by side ({preset} preset, cores "
+          + " and ".join(",".join(map(str, sorted(h))) for h in halves)
+          + f"; progress in {', '.join(str(workdir / f'{n}.log') for n in names)})", flush=True)
+    failed, stage = [], stage or stage_generator
+    with ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_stage_pinned, stage, name, str(workdir), preset, per_pair, cores): name
+                   for name, cores in zip(names, halves)}
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                record(2 + names.index(name), name, future.result())
+            except Exception as error:  # noqa: BLE001 - reported with its log, raised after the other stage
+                failed.append((name, error))
+    if failed:
+        name, error = failed[0]
+        raise RuntimeError(f"the {name} stage failed (its output: {workdir / f'{name}.log'}): {error}") from error
+
+
+def _stage_pinned(stage: Any, name: str, workdir: str, preset: str, per_pair: int,
+                  cores: set[int]) -> dict[str, Any]:
+    """`stage(name, workdir, preset, per_pair)` in a worker process pinned to `cores` (before XLA starts its
+    threads), printing to WORKDIR/<name>.log."""
+    os.sched_setaffinity(0, cores)
+    with open(Path(workdir) / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        start = time.perf_counter()
+        result = stage(name, Path(workdir), preset, per_pair)
+    result["stage_seconds"] = time.perf_counter() - start
+    return result
 
 
 def _mode_of(results: dict[str, Any]) -> str:
@@ -223,8 +298,13 @@ def write_report(workdir: Path, results: dict[str, Any]) -> Path:
     stage_times = {name: results[name]["stage_seconds"] for name in ("clip", "dalle", "ddpm")
                    if "stage_seconds" in results.get(name, {})}
     if stage_times:
-        note += (f"<p>This run took <b>{sum(stage_times.values()) / 60:.1f} min</b> (training and measuring: "
-                 + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in stage_times.items()) + " min).</p>")
+        generators = [stage_times.pop(name) for name in ("dalle", "ddpm") if name in stage_times]
+        side = results.get("side_by_side") and len(generators) == 2
+        total = sum(stage_times.values()) + (max(generators) if side else sum(generators))
+        note += (f"<p>This run took <b>{total / 60:.1f} min</b> (training and measuring: "
+                 + ", ".join(f"{name} {results[name]['stage_seconds'] / 60:.1f}" for name in ("clip", "dalle", "ddpm")
+                             if "stage_seconds" in results.get(name, {})) + " min"
+                 + ("; DALL-E and the DDPM side by side, each on half the cores" if side else "") + ").</p>")
     shape_headers = "".join(f"<th>{shape}</th>" for shape in shapes.SHAPES)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>minimodal tour</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}

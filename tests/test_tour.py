@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 
-from minimodal import cli
+from minimodal import cli, tour
 from minimodal.train import load_model
 
 
@@ -30,6 +31,7 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
         assert f"<td>{name}</td><td>{100 * r['fidelity']:.1f}%" in page
         assert f"<td>{100 * r['fidelity_full_captions']:.1f}%</td>" in page
     assert 'src="ddpm_strip.png"' in page and 'src="clip_similarity.png"' in page
+    assert "side_by_side" not in results  # the smoke tour: one stage after the other (it is mostly compiling)
     capsys.readouterr()
     assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0  # finished stages are skipped
     assert capsys.readouterr().out.count("done earlier, skipping") == 3
@@ -42,9 +44,34 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
     assert all(0 <= value <= 1 for value in graded.values() if value == value)  # size_typed may be NaN
 
 
-def test_a_tour_refuses_an_unknown_mode_and_another_modes_workdir(tmp_path):
-    from minimodal import tour
+def _toy_stage(name, workdir, preset, per_pair):
+    """A stand-in for `tour.stage_generator` (module level: the spawned workers import it)."""
+    print(f"training {name} ({preset}, {per_pair} per pair)")
+    if preset == "broken" and name == "ddpm":
+        raise ValueError("the ddpm stage broke")
+    return {"pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0))}
 
+
+@pytest.mark.skipif(tour.core_halves() is None, reason="needs the CPU backend, 2+ cores and os.sched_setaffinity")
+def test_generators_side_by_side_run_pinned_in_their_own_processes(tmp_path):
+    halves = tour.core_halves()
+    recorded = {}
+    tour._generators_side_by_side(tmp_path, "fast", 4, halves, lambda i, name, r: recorded.update({name: (i, r)}),
+                                  stage=_toy_stage)
+    assert set(recorded) == {"dalle", "ddpm"} and (recorded["dalle"][0], recorded["ddpm"][0]) == (2, 3)
+    for (_, result), cores in zip((recorded["dalle"], recorded["ddpm"]), halves):
+        assert result["pid"] != os.getpid() and result["cores"] == sorted(cores) and result["stage_seconds"] >= 0
+    assert recorded["dalle"][1]["pid"] != recorded["ddpm"][1]["pid"]
+    assert (tmp_path / "dalle.log").read_text() == "training dalle (fast, 4 per pair)\n"
+    recorded.clear()
+    with pytest.raises(RuntimeError, match=r"the ddpm stage failed \(its output: .*ddpm\.log\): the ddpm stage broke"):
+        tour._generators_side_by_side(tmp_path, "broken", 4, halves, lambda i, name, r: recorded.update({name: r}),
+                                      stage=_toy_stage)
+    assert set(recorded) == {"dalle"}  # the other stage finished and kept its result
+    assert (tmp_path / "ddpm.log").read_text() == "training ddpm (broken, 4 per pair)\n"
+
+
+def test_a_tour_refuses_an_unknown_mode_and_another_modes_workdir(tmp_path):
     with pytest.raises(ValueError, match=r"tour mode must be one of \['fast', 'full', 'smoke'\], got 'quick'"):
         tour.run(tmp_path, mode="quick")
     (tmp_path / "results.json").write_text(json.dumps({"preset": "tiny"}))  # what `--fast` wrote before modes
