@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make tour   -> trains CLIP, DALL-E and DDPM on `shapes` end to end and writes runs/tour/report.html
 #   make test   -> the test suite (fast; `make test-slow` for the training-to-target tests)
-#   make tour-fast -> the same at 16 px with short training (about 6 minutes); `minimodal tour --smoke` checks it runs
+#   make tour-fast -> the same at 16 px with short training (about 5.5 minutes); `minimodal tour --smoke` checks it runs
 #   make lessons -> executes every lesson in full mode (training what it names) and writes its outputs
 #   make site    -> the executed lessons as static HTML in site/ (index.html), maths rendered offline
 # Each creates (once) and reuses a local virtual environment in .venv.

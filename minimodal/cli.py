@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tour", help="train CLIP, DALL-E and DDPM on shapes and write report.html")
     p.add_argument("--workdir", default="runs/tour")
     speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--fast", action="store_true", help="the ~6 minute version: 16 px models, short training")
+    speed.add_argument("--fast", action="store_true", help="the ~5.5 minute version: 16 px models, short training")
     speed.add_argument("--smoke", action="store_true",
                        help="seconds of training that learn nothing: checks every stage runs (the tests use it)")
     p.set_defaults(run=cmd_tour)

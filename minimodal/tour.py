@@ -9,7 +9,7 @@ On a CPU with two or more cores the two generators train side by side once CLIP 
 pinned to half the cores (`side_by_side`): one of these small models keeps only about one core busy, so two at
 once finish together in about 1.3× the time of one (bench/results/trainer.md, "Two trainings side by side").
 Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 27 minutes on a 2-core CPU),
-`--fast` (`fast` presets: every model at 16 px and briefly trained, about 6 minutes, and they do learn) and
+`--fast` (`fast` presets: every model at 16 px and briefly trained, about 5.5 minutes, and they do learn) and
 `--smoke` (`tiny` presets: seconds of training that learn nothing; the tests use it to check the code runs).
 """
 
@@ -259,11 +259,11 @@ def _pct(x: Any) -> str:
 # What each mode's report says the full tour adds (figures: README, "The tour").
 MODE_NOTES = {
     "full": "",
-    "fast": "This is the <b>fast tour</b>: every model at 16 px with short training (about 6 minutes on a 2-core CPU). "
-            "<code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 27 "
+    "fast": "This is the <b>fast tour</b>: every model at 16 px with short training (about 5.5 minutes on a 2-core "
+            "CPU). <code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 27 "
             "minutes), and each model's default preset trains longer still: see the README for what they reach.",
     "smoke": "This is the <b>smoke tour</b>: seconds of training per model, which checks that every stage runs and "
-             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 6 "
+             "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 5.5 "
              "minutes) and <code>make tour</code> (about 27) train models that learn.",
 }
 

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # 00 · Multimodal AI in one picture
 #
-# **Expected run time:** 6–7 minutes on a 2-core CPU (measured 6.3 min on 2026-12-04, nearly all of it the fast tour;
-# `MINIMODAL_FAST=1`: about 1.5 minutes, with the smoke tour instead; 89 s measured 2026-12-04).
+# **Expected run time:** 5–6 minutes on a 2-core CPU (measured 5.3 min on 2026-12-04 evening, nearly all of it
+# the fast tour; `MINIMODAL_FAST=1`: about 1.5 minutes, with the smoke tour instead; 89 s measured 2026-12-04).
 #
 # A *modality* is a kind of data: text, images, sound. A *multimodal* model relates two or more of them.
 # Three ideas carry almost everything that followed CLIP and DALL-E:
@@ -111,10 +111,12 @@ assert tokenizer.decode(tokenizer.encode("a large red circle at the top left")) 
 # ## The whole pipeline, once
 # `minimodal tour` trains a CLIP, an image tokenizer + DALL-E transformer and a DDPM on shapes, then grades
 # what the generators draw. It has three modes: the full tour (`make tour`, 27 minutes on a 2-core CPU), the
-# fast tour (`make tour-fast`: every model at 16 px with short training, about 6 minutes, and they do learn)
+# fast tour (`make tour-fast`: every model at 16 px with short training, about 5.5 minutes, and they do learn)
 # and a smoke run (seconds per model, learns nothing: what the tests check). On a CPU this lesson runs the fast
 # tour, on a GPU or TPU the full one, and in its own fast mode the smoke run. Each stage resumes if its work
-# directory already holds a finished run.
+# directory already holds a finished run. On a CPU with two or more cores DALL-E and the DDPM train side by
+# side once CLIP is done, each in its own process on half the cores (their progress goes to `dalle.log` and
+# `ddpm.log` in the work directory): one of these small models keeps only about one core busy.
 
 # %%
 mode = "smoke" if FAST else "full" if BIG else "fast"
@@ -145,24 +147,25 @@ assert sim.shape == (3, 3)
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`python -m minimodal.publish lessons 00`, 2026-12-03, 2-core CPU, full
-# mode, quiet machine: 8.6 minutes).
+# From the run recorded in this notebook (`python -m minimodal.publish lessons 00`, 2026-12-04 evening, 2-core
+# CPU, full mode, one job at a time: 5.3 minutes).
 # Yours should match where a seed fixes the result; timings vary with the machine.
 #
 # - 12 shapes with their captions; the grader reads colour and shape back correctly on **12 of 12**.
 # - Pixels seen by the models range from **-1.0** to **0.80** (in the first two images).
 # - "a large red circle at the top left" becomes **12 ids**, `BOS` = 1 first and `EOS` = 2 last.
-# - The fast tour trains every model at 16 px and grades it in **6.2 minutes** here (CLIP 0.8 min, DALL-E's
-#   tokenizer and transformer 2.8 min, the DDPM 2.7 min, each with its grading; this machine's speed varies by up
-#   to a quarter between runs). CLIP reaches **99.7%** zero-shot (24-way; 53.5% on held-out pairs), and the 3 × 3
-#   image–caption similarities have a bright diagonal (0.95, 0.91, 0.92 against −0.26 … 0.56 off it).
+# - The fast tour trains every model at 16 px and grades it in **5.1 minutes** here (CLIP 0.7 min; then
+#   DALL-E's tokenizer and transformer, 4.4 min, side by side with the DDPM, 4.3 min, each in its own process on
+#   one core, each with its grading; this machine's speed varies by up to a quarter between runs). CLIP reaches
+#   **99.7%** zero-shot (24-way; 53.5% on held-out pairs), and the 3 × 3 image–caption similarities have a
+#   bright diagonal (0.95, 0.91, 0.92 against −0.26 … 0.56 off it).
 # - The generators have learnt colour nearly everywhere and shape partly: on 80 prompts "a {colour} {shape}"
-#   DALL-E draws **67.5%** right (circles 90%, squares 55%, triangles 75%, crosses 50%; 88.8% when CLIP picks
-#   the best of 8; 60.0% on full training-style captions), the DDPM **31.2%** (circles 45%, squares 65%,
-#   triangles 5%, crosses 10%; full captions 31.2%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
-#   grid) but mostly readable, the DDPM's are blobs of the right colour: 2.3 minutes of training show it about
-#   19,000 images, and it needs about twice that for its shapes (README, "The tour"). Held-out pairs
-#   ("a red triangle") are mostly missed: 18.8% and 12.5%.
+#   DALL-E draws **65.0%** right (circles 85%, squares 65%, triangles 75%, crosses 35%; 77.5% when CLIP picks
+#   the best of 8; 61.2% on full training-style captions), the DDPM **48.8%** (circles 65%, squares 90%,
+#   triangles 15%, crosses 25%; full captions 33.8%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
+#   grid) but mostly readable; the DDPM's squares are mostly right, its circles often, and its triangles and
+#   crosses still blobs: 3.7 minutes of training show it about 27,000 images, and it needs about twice that for its
+#   shapes (README, "The tour"). Held-out pairs ("a red triangle") are mostly missed: 31.2% and 6.2%.
 # - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for 27 minutes and
 #   reaches **100.0%** zero-shot and **73.1%** / **76.3%** fidelity (README, "The tour"); the standalone
 #   defaults reach 91% (DALL-E; 85% on typed prompts) and 96% (DDPM).
