@@ -5,9 +5,11 @@ Each stage trains through the one trainer into `WORKDIR/<model>` (so a re-run re
 is skipped), then measures: CLIP's zero-shot accuracy (in distribution and on held-out colour–shape pairs);
 each generator's caption fidelity (colour and shape read back from the pixels), CLIP score, sampling time
 per image and training time. The DDPM starts its text encoder from the tour's CLIP (`text_from_clip`).
-On a CPU with two or more cores the two generators train side by side once CLIP is done, each in its own process
-pinned to half the cores (`side_by_side`): one of these small models keeps only about one core busy, so two at
-once finish together in about 1.3× the time of one (bench/results/trainer.md, "Two trainings side by side").
+In the fast and full tours on a CPU with two or more cores and core pinning (Linux), the two generators train
+side by side once CLIP is done, each in its own process pinned to half the cores (`side_by_side`): one of these
+small models keeps only about one core busy, so two at once finish together in about 1.3× the time of one
+(bench/results/trainer.md, "Two trainings side by side"). The workers are spawned, so a script that calls `run`
+needs the usual `if __name__ == "__main__":` guard (`minimodal tour`, `python -m minimodal` and notebooks are fine).
 Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 27 minutes on a 2-core CPU),
 `--fast` (`fast` presets: every model at 16 px and briefly trained, about 5.5 minutes, and they do learn) and
 `--smoke` (`tiny` presets: seconds of training that learn nothing; the tests use it to check the code runs).
@@ -22,6 +24,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +150,9 @@ def _similarity_heatmap(clip: Any, out: Path) -> None:
 def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_side: bool | None = None) -> Path:
     """Run (or resume) every stage in `mode` ("full", "fast" or "smoke"), then write `workdir/report.html`;
     returns its path. `per_pair`: images generated per colour–shape pair for the fidelity figures (default: the
-    mode's, 8 / 4 / 2). `side_by_side`: train DALL-E and the DDPM at once on two halves of the cores (None: where
-    `core_halves` finds them; False: one after the other)."""
+    mode's, 8 / 4 / 2). `side_by_side`: train DALL-E and the DDPM at once on two halves of the cores (None: in
+    the fast and full tours where `core_halves` finds them, the smoke tour one after the other; False: one after
+    the other)."""
     if mode not in MODES:
         raise ValueError(f"tour mode must be one of {sorted(MODES)}, got {mode!r}")
     workdir = Path(workdir)
@@ -183,8 +187,9 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_
             print(f"[{i}/{len(stages)}] {name}: done earlier, skipping")
             continue
         if name == "dalle" and "ddpm" not in results and halves is not None:
+            start = time.perf_counter()
             _generators_side_by_side(workdir, preset, per_pair, halves, record)
-            results["side_by_side"] = True
+            results["side_by_side_seconds"] = time.perf_counter() - start  # spawning and start-up included
             results_file.write_text(json.dumps(results, indent=2) + "\n")
             break
         print(f"[{i}/{len(stages)}] {name}: training and measuring ({preset} preset)")
@@ -206,38 +211,51 @@ def core_halves() -> tuple[set[int], set[int]] | None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return None
-    return set(cores[: len(cores) // 2]), set(cores[len(cores) // 2:])
+    first = (len(cores) + 1) // 2  # an odd core to DALL-E, the longer stage
+    return set(cores[:first]), set(cores[first:])
 
 
 def _generators_side_by_side(workdir: Path, preset: str, per_pair: int, halves: tuple[set[int], set[int]],
                              record: Any, stage: Any = None) -> None:
     """DALL-E and the DDPM trained and measured at once (`stage`, default `stage_generator`: a module-level
-    function, so that a spawned process can import it), each in a fresh process pinned to one half of the
-    cores, its output in WORKDIR/<model>.log; `record(i, name, result)` as each finishes. A stage that fails
-    raises here once the other has finished (and kept its result)."""
+    function, so that a spawned process can import it), each in a fresh process of its own pinned to one half of
+    the cores, its Python output in WORKDIR/<model>.log; `record(i, name, result)` as each finishes. A stage that
+    fails (or whose process dies) does not stop the other: both are waited for, the finished one recorded, and
+    then every failure is raised together, naming each stage's log."""
     names = ("dalle", "ddpm")
     print(f"[2-3/3] {' and '.join(names)}: training and measuring side by side ({preset} preset, cores "
           + " and ".join(",".join(map(str, sorted(h))) for h in halves)
           + f"; progress in {', '.join(str(workdir / f'{n}.log') for n in names)})", flush=True)
-    failed, stage = [], stage or stage_generator
-    with ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_stage_pinned, stage, name, str(workdir), preset, per_pair, cores): name
+    stage, spawn = stage or stage_generator, multiprocessing.get_context("spawn")
+    pools = {name: ProcessPoolExecutor(1, mp_context=spawn) for name in names}  # one each: a death stays its own
+    failures = []
+    try:
+        futures = {pools[name].submit(_stage_pinned, stage, name, str(workdir), preset, per_pair, cores): name
                    for name, cores in zip(names, halves)}
         for future in as_completed(futures):
             name = futures[future]
             try:
-                record(2 + names.index(name), name, future.result())
-            except Exception as error:  # noqa: BLE001 - reported with its log, raised after the other stage
-                failed.append((name, error))
-    if failed:
-        name, error = failed[0]
-        raise RuntimeError(f"the {name} stage failed (its output: {workdir / f'{name}.log'}): {error}") from error
+                result = future.result()
+            except BrokenProcessPool:
+                failures.append(f"the {name} stage's process died (killed by the system? out of memory?); "
+                                f"its output: {workdir / f'{name}.log'}")
+                continue
+            except BaseException as error:  # noqa: BLE001 - every stage's failure is reported below
+                failures.append(f"the {name} stage failed (its output: {workdir / f'{name}.log'}): "
+                                f"{type(error).__name__}: {error}")
+                continue
+            record(2 + names.index(name), name, result)
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+    if failures:
+        raise RuntimeError("; ".join(failures))
 
 
 def _stage_pinned(stage: Any, name: str, workdir: str, preset: str, per_pair: int,
                   cores: set[int]) -> dict[str, Any]:
     """`stage(name, workdir, preset, per_pair)` in a worker process pinned to `cores` (before XLA starts its
-    threads), printing to WORKDIR/<name>.log."""
+    threads), Python's output (`sys.stdout`, `sys.stderr`: progress bars, prints) going to WORKDIR/<name>.log."""
     os.sched_setaffinity(0, cores)
     with open(Path(workdir) / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -298,9 +316,9 @@ def write_report(workdir: Path, results: dict[str, Any]) -> Path:
     stage_times = {name: results[name]["stage_seconds"] for name in ("clip", "dalle", "ddpm")
                    if "stage_seconds" in results.get(name, {})}
     if stage_times:
-        generators = [stage_times.pop(name) for name in ("dalle", "ddpm") if name in stage_times]
-        side = results.get("side_by_side") and len(generators) == 2
-        total = sum(stage_times.values()) + (max(generators) if side else sum(generators))
+        side = "side_by_side_seconds" in results  # the two generators' wall time, measured around both
+        total = sum(t for name, t in stage_times.items() if not (side and name in ("dalle", "ddpm")))
+        total += results["side_by_side_seconds"] if side else 0.0
         note += (f"<p>This run took <b>{total / 60:.1f} min</b> (training and measuring: "
                  + ", ".join(f"{name} {results[name]['stage_seconds'] / 60:.1f}" for name in ("clip", "dalle", "ddpm")
                              if "stage_seconds" in results.get(name, {})) + " min"

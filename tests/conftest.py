@@ -12,7 +12,8 @@ import pytest
 
 # The tests compare against closed forms and naive implementations at float32 tolerances. On a GPU, XLA's default
 # float32 matrix product runs in TF32 (a 10-bit mantissa, relative error ~1e-3), which those comparisons are
-# not about: the tests ask for full float32 products (a no-op on the CPU). Training and sampling keep the default.
+# not about: the tests ask for full float32 products (a no-op on the CPU). Outside the tests (`minimodal train`,
+# `sample`, the lessons) the default stays; inside them, the tests that train on a GPU run at full precision too.
 jax.config.update("jax_default_matmul_precision", "highest")
 
 LONGEST_FIRST = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
         assert f"<td>{name}</td><td>{100 * r['fidelity']:.1f}%" in page
         assert f"<td>{100 * r['fidelity_full_captions']:.1f}%</td>" in page
     assert 'src="ddpm_strip.png"' in page and 'src="clip_similarity.png"' in page
-    assert "side_by_side" not in results  # the smoke tour: one stage after the other (it is mostly compiling)
+    assert "side_by_side_seconds" not in results  # the smoke tour: one after the other (it is mostly compiling)
     capsys.readouterr()
     assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0  # finished stages are skipped
     assert capsys.readouterr().out.count("done earlier, skipping") == 3
@@ -47,8 +48,11 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
 def _toy_stage(name, workdir, preset, per_pair):
     """A stand-in for `tour.stage_generator` (module level: the spawned workers import it)."""
     print(f"training {name} ({preset}, {per_pair} per pair)")
-    if preset == "broken" and name == "ddpm":
+    print(f"progress of {name}", file=sys.stderr)
+    if name == "ddpm" and preset == "broken":
         raise ValueError("the ddpm stage broke")
+    if name == "ddpm" and preset == "killed":
+        os._exit(9)  # the process dies, as if the system killed it
     return {"pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0))}
 
 
@@ -56,19 +60,67 @@ def _toy_stage(name, workdir, preset, per_pair):
 def test_generators_side_by_side_run_pinned_in_their_own_processes(tmp_path):
     halves = tour.core_halves()
     recorded = {}
-    tour._generators_side_by_side(tmp_path, "fast", 4, halves, lambda i, name, r: recorded.update({name: (i, r)}),
-                                  stage=_toy_stage)
+    record = lambda i, name, result: recorded.update({name: (i, result)})  # noqa: E731
+    tour._generators_side_by_side(tmp_path, "fast", 4, halves, record, stage=_toy_stage)
     assert set(recorded) == {"dalle", "ddpm"} and (recorded["dalle"][0], recorded["ddpm"][0]) == (2, 3)
     for (_, result), cores in zip((recorded["dalle"], recorded["ddpm"]), halves):
         assert result["pid"] != os.getpid() and result["cores"] == sorted(cores) and result["stage_seconds"] >= 0
     assert recorded["dalle"][1]["pid"] != recorded["ddpm"][1]["pid"]
-    assert (tmp_path / "dalle.log").read_text() == "training dalle (fast, 4 per pair)\n"
-    recorded.clear()
-    with pytest.raises(RuntimeError, match=r"the ddpm stage failed \(its output: .*ddpm\.log\): the ddpm stage broke"):
-        tour._generators_side_by_side(tmp_path, "broken", 4, halves, lambda i, name, r: recorded.update({name: r}),
-                                      stage=_toy_stage)
-    assert set(recorded) == {"dalle"}  # the other stage finished and kept its result
-    assert (tmp_path / "ddpm.log").read_text() == "training ddpm (broken, 4 per pair)\n"
+    assert (tmp_path / "dalle.log").read_text() == "training dalle (fast, 4 per pair)\nprogress of dalle\n"
+    for preset, message in [("broken", r"the ddpm stage failed \(its output: .*ddpm\.log\): ValueError: the ddpm "
+                                       r"stage broke"),
+                            ("killed", r"the ddpm stage's process died .*; its output: .*ddpm\.log")]:
+        recorded.clear()
+        with pytest.raises(RuntimeError, match=message):
+            tour._generators_side_by_side(tmp_path, preset, 4, halves, record, stage=_toy_stage)
+        assert set(recorded) == {"dalle"}  # the other stage finished and kept its result
+
+
+def test_run_trains_the_generators_side_by_side_where_it_can_and_reports_the_wall_time(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tour, "stage_clip", lambda workdir, preset: {"zero_shot": 1.0})
+    monkeypatch.setattr(tour, "stage_generator",
+                        lambda name, workdir, preset, per_pair: calls.append(name) or _toy_result())
+    monkeypatch.setattr(tour, "write_report", lambda workdir, results: workdir / "report.html")
+
+    def side_by_side(workdir, preset, per_pair, halves, record):
+        calls.append(("side by side", halves))
+        record(2, "dalle", {**_toy_result(), "stage_seconds": 60.0})
+        record(3, "ddpm", {**_toy_result(), "stage_seconds": 50.0})
+
+    monkeypatch.setattr(tour, "_generators_side_by_side", side_by_side)
+    monkeypatch.setattr(tour, "core_halves", lambda: ({0}, {1}))
+    tour.run(tmp_path / "a", mode="fast")
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert calls == [("side by side", ({0}, {1}))] and results["side_by_side_seconds"] >= 0
+    calls.clear()
+    tour.run(tmp_path / "b", mode="smoke")  # the smoke tour: one after the other
+    assert calls == ["dalle", "ddpm"]
+    calls.clear()
+    del results["ddpm"]  # a resumed run with DALL-E done: the DDPM alone, in this process
+    (tmp_path / "a" / "results.json").write_text(json.dumps(results))
+    tour.run(tmp_path / "a", mode="fast")
+    assert calls == ["ddpm"]
+    monkeypatch.setattr(tour, "core_halves", lambda: None)
+    with pytest.raises(ValueError, match="side_by_side=True needs the CPU backend"):
+        tour.run(tmp_path / "c", mode="fast", side_by_side=True)
+    calls.clear()
+    tour.run(tmp_path / "d", mode="fast")  # no halves (a GPU, one core, no pinning): one after the other
+    assert calls == ["dalle", "ddpm"]
+
+
+def _toy_result():
+    return {"fidelity": 0.5, "fidelity_holdout": 0.5, "clip_score": 0.5, "seconds_per_image": 0.01,
+            "train_seconds": 1.0}
+
+
+def test_the_report_counts_side_by_side_generators_once(tmp_path):
+    results = {"preset": "fast", "mode": "fast", "clip": {"stage_seconds": 60.0},
+               "dalle": {**_toy_result(), "stage_seconds": 240.0}, "ddpm": {**_toy_result(), "stage_seconds": 200.0}}
+    assert "This run took <b>8.3 min</b>" in tour.write_report(tmp_path, results).read_text()  # 60 + 240 + 200 s
+    results["side_by_side_seconds"] = 250.0
+    page = tour.write_report(tmp_path, results).read_text()
+    assert "This run took <b>5.2 min</b>" in page and "side by side" in page  # 60 + 250 s
 
 
 def test_a_tour_refuses_an_unknown_mode_and_another_modes_workdir(tmp_path):
