@@ -10,7 +10,7 @@ side by side once CLIP is done, each in its own process pinned to half the cores
 small models keeps only about one core busy, so two at once finish together in about 1.3× the time of one
 (bench/results/trainer.md, "Two trainings side by side"). The workers are spawned, so a script that calls `run`
 needs the usual `if __name__ == "__main__":` guard (`minimodal tour`, `python -m minimodal` and notebooks are fine).
-Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 27 minutes on a 2-core CPU),
+Three modes pick each model's preset (`MODES`): the full tour (`tour` presets, about 19 minutes on a 2-core CPU),
 `--fast` (`fast` presets: every model at 16 px and briefly trained, about 5.5 minutes, and they do learn) and
 `--smoke` (`tiny` presets: seconds of training that learn nothing; the tests use it to check the code runs).
 """
@@ -278,11 +278,11 @@ def _pct(x: Any) -> str:
 MODE_NOTES = {
     "full": "",
     "fast": "This is the <b>fast tour</b>: every model at 16 px with short training (about 5.5 minutes on a 2-core "
-            "CPU). <code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 27 "
+            "CPU). <code>make tour</code> trains the <code>tour</code> presets instead (DALL-E at 32 px, about 19 "
             "minutes), and each model's default preset trains longer still: see the README for what they reach.",
     "smoke": "This is the <b>smoke tour</b>: seconds of training per model, which checks that every stage runs and "
              "learns nothing (expect noise and chance-level figures). <code>make tour-fast</code> (about 5.5 "
-             "minutes) and <code>make tour</code> (about 27) train models that learn.",
+             "minutes) and <code>make tour</code> (about 19) train models that learn.",
 }
 
 
