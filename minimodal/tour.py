@@ -165,8 +165,9 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_
         raise ValueError(f"{workdir} holds a tour run with preset {results['preset']!r} (the {earlier} tour"
                          + (", which `--fast` ran before 2026-12-03; it is `--smoke` now" if earlier == "smoke" else "")
                          + f"), not this {mode} tour's {preset!r}: delete {workdir} or use another --workdir")
+    save = lambda: results_file.write_text(json.dumps(results, indent=2) + "\n")  # noqa: E731
     results["preset"], results["mode"] = preset, mode
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    save()
     per_pair = per_pair or default_per_pair
     stages = [("clip", lambda: stage_clip(workdir, preset)),
               ("dalle", lambda: stage_generator("dalle", workdir, preset, per_pair)),
@@ -174,7 +175,7 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_
 
     def record(i: int, name: str, result: dict[str, Any]) -> None:
         results[name] = result
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        save()
         print(f"[{i}/{len(stages)}] {name}: {json.dumps(result)}")
 
     # side by side where training dominates: the smoke tour's seconds of training are mostly compilation,
@@ -190,7 +191,7 @@ def run(workdir: Path, mode: str = "full", per_pair: int | None = None, side_by_
             start = time.perf_counter()
             _generators_side_by_side(workdir, preset, per_pair, halves, record)
             results["side_by_side_seconds"] = time.perf_counter() - start  # spawning and start-up included
-            results_file.write_text(json.dumps(results, indent=2) + "\n")
+            save()
             break
         print(f"[{i}/{len(stages)}] {name}: training and measuring ({preset} preset)")
         start = time.perf_counter()
