@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from minimodal.nn.unet import (AttnBlock, Downsample, GroupNorm, ResBlock, UNet, Upsample, depth_to_space, space_to_depth,
-                               timestep_embedding)
+from minimodal.nn.unet import (AttnBlock, Downsample, GroupNorm, ResBlock, UNet, Upsample, depth_to_space,
+                               space_to_depth, timestep_embedding)
 
 
 def test_timestep_embedding_matches_formula():
