@@ -64,6 +64,7 @@ class Config(TrainConfig):
     text_depth: int = 2
     text_heads: int = 2
     text_from_clip: str = ""  # a trained CLIP's work directory: start from its text encoder (then fine-tune it)
+    freeze_text: bool = False  # with text_from_clip: keep that text encoder as CLIP trained it (no fine-tuning)
     cond_drop: float = 0.1  # P(caption -> empty caption) in training, for classifier-free guidance
     # diffusion
     schedule: str = "cosine"
@@ -119,6 +120,7 @@ class DDPM(nnx.Module):
     def __init__(self, config: Config, vocab_size: int, rngs: nnx.Rngs, *, embed_dim: int = 0,
                  embed_tokens: int = 4):
         self.config, self.embed_dim = config, embed_dim
+        self.frozen = "text" if config.freeze_text else None  # the trainer keeps these Params fixed
         self.text = TextEncoder(vocab_size, config.context_length, config.text_dim, config.text_depth,
                                 config.text_heads, eos_id=EOS_ID, rngs=rngs) if config.conditional else None
         width = config.text_dim if (config.conditional or embed_dim) else None
@@ -162,6 +164,9 @@ def check_config(config: Config) -> None:
         raise ValueError(f"sampler={config.sampler!r}; choose one of {SAMPLERS}")
     if config.min_snr_gamma < 0:
         raise ValueError(f"min_snr_gamma must be > 0 (or 0 for the unweighted loss), got {config.min_snr_gamma}")
+    if config.freeze_text and not (config.text_from_clip and config.conditional):
+        raise ValueError("freeze_text keeps the text encoder that text_from_clip gives: pass text_from_clip=CLIP_DIR "
+                         "(and a conditional model)")
     if not 0.0 <= config.cond_drop <= 1.0:
         raise ValueError(f"cond_drop must be a probability, got {config.cond_drop}")
     side = config.patch * 2 ** (len(config.channels) - 1)

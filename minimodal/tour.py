@@ -4,7 +4,8 @@ measured with the exact grader, and written up as one `report.html` (plus PNGs) 
 Each stage trains through the one trainer into `WORKDIR/<model>` (so a re-run resumes and a finished stage
 is skipped), then measures: CLIP's zero-shot accuracy (in distribution and on held-out colour–shape pairs);
 each generator's caption fidelity (colour and shape read back from the pixels), CLIP score, sampling time
-per image and training time. The DDPM starts its text encoder from the tour's CLIP (`text_from_clip`).
+per image and training time. The DDPM reads its text through the tour's CLIP text encoder, kept frozen
+(`text_from_clip`, `freeze_text`).
 In the fast and full tours on a CPU with two or more cores and core pinning (Linux), the two generators train
 side by side once CLIP is done, each in its own process pinned to half the cores (`side_by_side`): one of these
 small models keeps only about one core busy, so two at once finish together in about 1.3× the time of one
@@ -92,11 +93,12 @@ def stage_clip(workdir: Path, preset: str) -> dict[str, Any]:
 
 
 def stage_generator(name: str, workdir: Path, preset: str, per_pair: int) -> dict[str, Any]:
-    """Train a generator, then grade its samples. The DDPM starts its text encoder from the tour's CLIP
-    (`text_from_clip`, DALL-E 2's idea: condition on a text embedding already aligned with images)."""
+    """Train a generator, then grade its samples. The DDPM reads its text through the tour's CLIP text encoder,
+    kept as CLIP trained it (`text_from_clip`, `freeze_text`; DALL-E 2's idea: condition on a text embedding
+    already aligned with images)."""
     import minimodal
 
-    overrides = {"text_from_clip": str(workdir / "clip")} if name == "ddpm" else {}
+    overrides = {"text_from_clip": str(workdir / "clip"), "freeze_text": True} if name == "ddpm" else {}
     generator, seconds = _fit(name, preset, workdir / name, **overrides)
     clip = minimodal.load(workdir / "clip")
     prompts, objects = one_object_prompts("train", per_pair)
@@ -333,8 +335,8 @@ img{{image-rendering:pixelated;max-width:100%}}figure{{display:inline-block;marg
 <p>Everything below was trained from scratch on the procedural <code>shapes</code> data on this machine, and graded
 by reading colour and shape back from the generated pixels. Caption fidelity is measured on prompts as people type
 them ("a red circle": every train colour–shape pair alike), per shape, and on full training-style captions ("a small
-red circle at the top left"). The DDPM's text encoder starts from the CLIP trained first (DALL-E 2's idea), then
-learns with the rest of the DDPM.</p>
+red circle at the top left"). The DDPM reads the prompt through the text encoder of the CLIP trained first (DALL-E
+2's idea), kept as CLIP trained it.</p>
 <h2>Generators</h2><table><tr><th>model</th><th>caption fidelity ("a red circle")</th>{shape_headers}
 <th>full captions</th><th>with CLIP reranking</th>
 <th>held-out pairs</th><th>CLIP score</th><th>sampling / image</th><th>training</th></tr>{rows}</table>

@@ -24,6 +24,10 @@ logged as `<name>_loss`, `<name>_grad_norm`, `<name>_<metric>`; a non-finite one
 loss. EMA (if any) averages the main params only. A group whose sub-module the built model lacks (None) is
 left out, so a family can make it a config option (the plain VQ-VAE and the VQGAN are one family): without
 groups the state, the step and the checkpoints are exactly those of a single-optimiser family.
+
+Frozen weights: a model whose `frozen` attribute names a sub-module (the DDPM's pretrained text encoder with
+`freeze_text`) keeps that sub-module's Params in the state's rest: saved and restored with the rest, never
+differentiated, updated, decayed or averaged.
 """
 
 from __future__ import annotations
@@ -197,19 +201,22 @@ def group_optimizers(family: Family, model: nnx.Module,
 
 
 def _split(model: nnx.Module, groups: Sequence[tuple[Group, Any]] = ()):
-    """(graphdef, [each group's Params], the other Params, the rest); without groups: nnx.split(model, Param, ...)."""
+    """(graphdef, [each group's Params], the other Params, the rest); without groups: nnx.split(model, Param, ...).
+    A model whose `frozen` attribute names a sub-module keeps that sub-module's Params in the rest."""
     filters = [nnx.All(nnx.Param, nnx.PathContains(g.module)) for g, _ in groups]
-    graphdef, *states = nnx.split(model, *filters, nnx.Param, ...)
+    frozen = getattr(model, "frozen", None)
+    trained = nnx.Param if frozen is None else nnx.All(nnx.Param, nnx.Not(nnx.PathContains(frozen)))
+    graphdef, *states = nnx.split(model, *filters, trained, ...)
     return graphdef, states[:-2], states[-2], states[-1]
 
 
-def _compile_once(fn: Callable[[], Any]) -> Any:
-    """`fn()` traced and compiled as one XLA program, then run. For set-up code run once per model (its
+def _compile_once(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` traced and compiled as one XLA program, then run. For set-up code run once per model (its
     initialisers, its optimiser state): run eagerly, each of its ops is a compilation of its own (~0.2 s
     each on a CPU core: 15 s to build the default DDPM); as one program compiled at LLVM optimisation level 1
     (the code runs once, so it needs no more) ~5 s. Same arrays as eager, up to float rounding."""
     options = {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
-    return jax.jit(fn, compiler_options=options)()
+    return jax.jit(fn, compiler_options=options)(*args)
 
 
 def build_model(family: Family, config: TrainConfig, tokenizer: Any, seed: int) -> nnx.Module:
@@ -226,24 +233,31 @@ def build_model(family: Family, config: TrainConfig, tokenizer: Any, seed: int) 
 
 
 def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig,
-                   groups: Sequence[tuple[Group, optax.GradientTransformation]] = ()):
+                   groups: Sequence[tuple[Group, optax.GradientTransformation]] = (), *, abstract: bool = False):
     """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}, plus
-    groups: {name: {params, opt_state}} when the model has groups. Made as one program (`_compile_once`)."""
+    groups: {name: {params, opt_state}} when the model has groups. Made as one program (`_compile_once`);
+    `abstract`: of a model from `nnx.eval_shape`, only the state's shapes and dtypes on the default device,
+    with nothing computed (a target to restore a checkpoint into)."""
     graphdef, group_params, params, rest = _split(model, groups)
-    strong = lambda tree: jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), tree)  # noqa: E731
 
-    def init():
-        strong_params = strong(params)  # weakly typed leaves would make the step compile twice
-        state = {"step": jnp.zeros((), jnp.int32), "params": strong_params, "rest": strong(rest),
-                 "opt_state": tx.init(strong_params), "bad_step": jnp.full((), -1, jnp.int32)}
+    def init(params, rest, group_params):
+        # weakly typed leaves would make the step compile twice
+        params, rest, group_params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)),
+                                                  (params, rest, group_params))
+        state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
+                 "opt_state": tx.init(params), "bad_step": jnp.full((), -1, jnp.int32)}
         if groups:
-            state["groups"] = {g.module: {"params": strong(p), "opt_state": gtx.init(strong(p))}
+            state["groups"] = {g.module: {"params": p, "opt_state": gtx.init(p)}
                                for (g, gtx), p in zip(groups, group_params)}
         if config.ema_decay > 0:
-            state["ema"] = jax.tree.map(jnp.copy, strong_params)
+            state["ema"] = jax.tree.map(jnp.copy, params)
         return state
 
-    return graphdef, _compile_once(init)
+    if abstract:
+        on_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shapes = jax.eval_shape(init, params, rest, group_params)
+        return graphdef, jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=on_device), shapes)
+    return graphdef, _compile_once(init, params, rest, group_params)
 
 
 def _group_params(state) -> list[Any]:
@@ -560,8 +574,9 @@ def load_model(workdir: str | Path, step: int | None = None) -> tuple[Family, nn
     family = get_family(name)
     config = configlib.load(family.config_class, workdir / CONFIG_FILE)
     tokenizer = read_tokenizer(workdir)
-    model = build_model(family, config, tokenizer, config.seed)
-    graphdef, state = _initial_state(model, make_optimizer(config), config, group_optimizers(family, model, config))
+    model = nnx.eval_shape(lambda: family.build(config, tokenizer, nnx.Rngs(config.seed)))  # nothing to initialise
+    graphdef, state = _initial_state(model, make_optimizer(config), config, group_optimizers(family, model, config),
+                                     abstract=True)
     checkpoints = _checkpoints(workdir, config.keep_checkpoints)
     saved = checkpoints.steps()
     if not saved:

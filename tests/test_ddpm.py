@@ -472,3 +472,26 @@ def test_warm_start_copies_a_trained_clips_text_encoder(tokenizer, tmp_path):
         ddpm.warm_start(model, config, tokenizer)
     with pytest.raises(FileNotFoundError, match="not a minimodal work directory"):
         ddpm.warm_start(model, dataclasses.replace(config, text_from_clip=str(tmp_path)), trained.tokenizer)
+
+
+def test_freeze_text_trains_the_unet_around_clips_text_encoder_left_as_it_was(tmp_path):
+    """freeze_text: the text encoder's Params sit in the state's rest (no gradient, optimiser, decay or EMA), so
+    after training and after loading they are CLIP's bit for bit, while the U-Net has moved."""
+    from minimodal import clip, train
+
+    clip_config = dataclasses.replace(clip.PRESETS["tiny"], steps=2, n_train=64, checkpoint_every=2)
+    their_text = train.fit(clip.FAMILY, clip_config, tmp_path / "clip", progress=False).model.text_encoder
+    config = dataclasses.replace(ddpm.PRESETS["tiny"], steps=3, n_train=64, checkpoint_every=3, lr=1e-2,
+                                 text_from_clip=str(tmp_path / "clip"), freeze_text=True,
+                                 context_length=clip_config.context_length, text_dim=clip_config.text_width,
+                                 text_depth=clip_config.text_depth, text_heads=clip_config.text_heads)
+    trained = train.fit(ddpm.FAMILY, config, tmp_path / "ddpm", progress=False)
+    _, loaded, _, _ = train.load_model(tmp_path / "ddpm")
+    for model in (trained.model, loaded):
+        for ours, theirs in zip(jax.tree.leaves(nnx.state(model.text)), jax.tree.leaves(nnx.state(their_text)),
+                                strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    fresh = train.build_model(ddpm.FAMILY, config, trained.tokenizer, config.seed)
+    assert not np.array_equal(loaded.unet.stem.kernel[...], fresh.unet.stem.kernel[...])
+    with pytest.raises(ValueError, match="text_from_clip"):
+        ddpm.check_config(dataclasses.replace(config, text_from_clip=""))
