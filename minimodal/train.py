@@ -205,7 +205,9 @@ def _split(model: nnx.Module, groups: Sequence[tuple[Group, Any]] = ()):
     A model whose `frozen` attribute names a sub-module keeps that sub-module's Params in the rest."""
     filters = [nnx.All(nnx.Param, nnx.PathContains(g.module)) for g, _ in groups]
     frozen = getattr(model, "frozen", None)
-    trained = nnx.Param if frozen is None else nnx.All(nnx.Param, nnx.Not(nnx.PathContains(frozen)))
+    if frozen is not None and getattr(model, frozen, None) is None:
+        raise ValueError(f"{type(model).__name__}.frozen names {frozen!r}, which the model does not have")
+    trained = nnx.Param if frozen is None else nnx.All(nnx.Param, lambda path, _: path[:1] != (frozen,))
     graphdef, *states = nnx.split(model, *filters, trained, ...)
     return graphdef, states[:-2], states[-2], states[-1]
 
@@ -236,8 +238,8 @@ def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: 
                    groups: Sequence[tuple[Group, optax.GradientTransformation]] = (), *, abstract: bool = False):
     """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}, plus
     groups: {name: {params, opt_state}} when the model has groups. Made as one program (`_compile_once`);
-    `abstract`: of a model from `nnx.eval_shape`, only the state's shapes and dtypes on the default device,
-    with nothing computed (a target to restore a checkpoint into)."""
+    `abstract`: of a model from `nnx.eval_shape`, only the state's shapes and dtypes on the process's first
+    local device, with nothing computed (a target to restore a checkpoint into)."""
     graphdef, group_params, params, rest = _split(model, groups)
 
     def init(params, rest, group_params):

@@ -161,6 +161,9 @@ def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: s
 
 
 def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> ddpm.DDPM:
+    if config.text_from_clip or config.freeze_text:
+        raise ValueError("text_from_clip and freeze_text are the text-to-image DDPM's options: unCLIP's decoder reads "
+                         "CLIP's image embedding (and, with conditional=true, the caption through its own encoder)")
     ddpm.check_config(config)
     return ddpm.DDPM(config, tokenizer.vocab_size, rngs, embed_dim=config.embed_dim, embed_tokens=config.embed_tokens)
 

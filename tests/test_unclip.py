@@ -112,6 +112,9 @@ def test_bad_input_is_named(pipe):
             call()
     with pytest.raises(ValueError, match="prior"):
         dataclasses.replace(unclip.PRESETS["tiny"], prior="linear")
+    for key, value in (("text_from_clip", "runs/clip"), ("freeze_text", True)):  # the text-to-image DDPM's options
+        with pytest.raises(ValueError, match="text-to-image DDPM"):
+            unclip.build(dataclasses.replace(unclip.PRESETS["tiny"], **{key: value}), pipe.tokenizer, nnx.Rngs(0))
 
 
 def test_evaluation_reports_every_figure_in_range(pipe):
