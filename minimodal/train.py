@@ -235,11 +235,12 @@ def build_model(family: Family, config: TrainConfig, tokenizer: Any, seed: int) 
 
 
 def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: TrainConfig,
-                   groups: Sequence[tuple[Group, optax.GradientTransformation]] = (), *, abstract: bool = False):
+                   groups: Sequence[tuple[Group, optax.GradientTransformation]] = (), *, abstract: bool = False,
+                   sharding: jax.sharding.Sharding | None = None):
     """Split the model into (graphdef, state): state = {step, params, rest, opt_state, ema?, bad_step}, plus
     groups: {name: {params, opt_state}} when the model has groups. Made as one program (`_compile_once`);
-    `abstract`: of a model from `nnx.eval_shape`, only the state's shapes and dtypes on the process's first
-    local device, with nothing computed (a target to restore a checkpoint into)."""
+    `abstract`: of a model from `nnx.eval_shape`, only the state's shapes and dtypes, placed with `sharding`
+    (default: the process's first local device), with nothing computed (a target to restore a checkpoint into)."""
     graphdef, group_params, params, rest = _split(model, groups)
 
     def init(params, rest, group_params):
@@ -256,9 +257,9 @@ def _initial_state(model: nnx.Module, tx: optax.GradientTransformation, config: 
         return state
 
     if abstract:
-        on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # where eager arrays would be
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # where eager arrays are
         shapes = jax.eval_shape(init, params, rest, group_params)
-        return graphdef, jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=on_device), shapes)
+        return graphdef, jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
     return graphdef, _compile_once(init, params, rest, group_params)
 
 
@@ -418,17 +419,21 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
 
         replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
-        model = build_model(family, config, tokenizer, config.seed)
         checkpoints = _checkpoints(workdir, config.keep_checkpoints)
-        if not checkpoints.steps() and family.warm_start is not None:
-            family.warm_start(model, config, tokenizer)
+        resuming = bool(checkpoints.steps())  # a checkpoint will replace every array: build only their shapes
+        if resuming:
+            model = nnx.eval_shape(lambda: family.build(config, tokenizer, nnx.Rngs(config.seed)))
+        else:
+            model = build_model(family, config, tokenizer, config.seed)
+            if family.warm_start is not None:
+                family.warm_start(model, config, tokenizer)
         tx, groups = make_optimizer(config), group_optimizers(family, model, config)
-        graphdef, state = _initial_state(model, tx, config, groups)
-        state = jax.device_put(state, replicated)
+        graphdef, state = _initial_state(model, tx, config, groups, abstract=resuming, sharding=replicated)
         start, restored = checkpoints.restore_newest(state, set_damaged_aside=True)
         if start:
             state = restored
             distributed.say(f"resuming {workdir} from step {start}")
+        state = jax.device_put(state, replicated)
         step_fn = jax.jit(make_train_step(family, graphdef, tx, config, groups), donate_argnums=0,
                           out_shardings=(replicated, replicated))
 
