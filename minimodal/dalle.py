@@ -57,6 +57,8 @@ class Config(TrainConfig):
     dim: int = 128
     depth: int = 4
     num_heads: int = 4
+    # a learned bias per head on the attention between two image tokens, by their offset on the grid (Δrow, Δcol)
+    relative_bias: bool = False
     text_loss_weight: float = 1 / 8  # DALL-E's 1/8 : 7/8 split between text and image tokens
     caption_dropout: float = 0.0  # probability of training on the empty caption (enables guidance)
     # sampling defaults (pipeline.generate / evaluate)
@@ -125,6 +127,9 @@ class DalleTransformer(nnx.Module):
         self.text_pos = nnx.Param(init(rngs.params(), (c.context_length, c.dim)))
         self.row_pos = nnx.Param(init(rngs.params(), (c.grid, c.dim)))
         self.col_pos = nnx.Param(init(rngs.params(), (c.grid, c.dim)))
+        # b[h, Δr, Δc] flattened over the (2h-1) × (2w-1) offsets; zero: starts as the model without it
+        self.relative_bias = (nnx.Param(jnp.zeros((c.num_heads, (2 * c.grid - 1) ** 2))) if c.relative_bias
+                              else None)
         self.transformer = Transformer(c.dim, c.depth, c.num_heads, rngs=rngs)
         self.text_head = nnx.Linear(c.dim, text_vocab, rngs=rngs)
         self.image_head = nnx.Linear(c.dim, c.image_vocab_size, rngs=rngs)
@@ -138,6 +143,19 @@ class DalleTransformer(nnx.Module):
         row_hD, col_wD = self.row_pos[...], self.col_pos[...]
         return (row_hD[:, None, :] + col_wD[None, :, :]).reshape(-1, row_hD.shape[-1])
 
+    def attention_bias(self, S: int) -> jax.Array | None:
+        """(H, S, S) bias of stream position s attending to s': b[h, r - r', c - c'] when both hold image tokens
+        (token n = (r, c) sits at position T + n), 0 otherwise; None without `relative_bias`. "Look at the
+        token just above" is then one number per head, the same at every position of the grid."""
+        if self.relative_bias is None:
+            return None
+        g = self.grid
+        n_S = np.arange(S) - self.text_len  # the image token at each position (< 0: a text position)
+        row_S, col_S = n_S // g, n_S % g
+        offset_SS = (row_S[:, None] - row_S[None, :] + g - 1) * (2 * g - 1) + col_S[:, None] - col_S[None, :] + g - 1
+        both_image_SS = (n_S[:, None] >= 0) & (n_S[None, :] >= 0)
+        return jnp.where(both_image_SS, self.relative_bias[...][:, np.where(both_image_SS, offset_SS, 0)], 0.0)
+
     def embed_text(self, text_BT: jax.Array) -> jax.Array:
         return self.text_embed(text_BT) + self.text_pos[...][: text_BT.shape[1]]  # (B, T, D)
 
@@ -150,7 +168,8 @@ class DalleTransformer(nnx.Module):
         """Teacher-forced logits: text (B, T-1, V_text) for text[1:], image (B, N, V_image) for image."""
         T = text_BT.shape[1]
         x_BSD = jnp.concatenate([self.embed_text(text_BT), self.embed_image(image_BN[:, :-1])], axis=1)
-        y_BSD = self.transformer(x_BSD, mask=causal_mask(x_BSD.shape[1]))
+        S = x_BSD.shape[1]
+        y_BSD = self.transformer(x_BSD, mask=causal_mask(S), bias=self.attention_bias(S))
         return self.text_head(y_BSD[:, : T - 1]), self.image_head(y_BSD[:, T - 1:])
 
 
@@ -257,7 +276,10 @@ def sample_tokens_cached(model: DalleTransformer, text_BT: jax.Array, rng: jax.A
     B, T = text_BT.shape
     N = model.num_image_tokens
     cache = model.transformer.init_cache(x_text.shape[0], T + N - 1)
-    y_BTD, cache = model.transformer.decode(model.embed_text(x_text), cache, 0)
+    bias_HLL = model.attention_bias(T + N - 1)
+    rows = lambda start, size: None if bias_HLL is None else jax.lax.dynamic_slice_in_dim(  # noqa: E731
+        bias_HLL, start, size, axis=1)
+    y_BTD, cache = model.transformer.decode(model.embed_text(x_text), cache, 0, bias=rows(0, T))
     logits_XV = model.image_head(y_BTD[:, -1])
 
     def draw(n, logits_XV):
@@ -269,7 +291,7 @@ def sample_tokens_cached(model: DalleTransformer, text_BT: jax.Array, rng: jax.A
         tok_B = draw(n, logits_XV)
         image_BN = image_BN.at[:, n].set(tok_B)
         tok_X1 = jnp.concatenate([tok_B, tok_B])[:, None] if guided else tok_B[:, None]
-        y_X1D, cache = model.transformer.decode(model.embed_image(tok_X1, n), cache, T + n)
+        y_X1D, cache = model.transformer.decode(model.embed_image(tok_X1, n), cache, T + n, bias=rows(T + n, 1))
         return image_BN, model.image_head(y_X1D[:, 0]), cache
 
     image_BN = jnp.zeros((B, N), jnp.int32)

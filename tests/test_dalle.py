@@ -135,6 +135,50 @@ def test_cached_sampling_equals_uncached(model):
         np.testing.assert_array_equal(cached, uncached)
 
 
+@pytest.fixture(scope="module")
+def biased_model():
+    """The tiny model with a relative position bias set to random values (it starts at zero)."""
+    m = dalle.build(override(TINY, {"relative_bias": True}), _Tok(), nnx.Rngs(0))
+    m.relative_bias[...] = jax.random.normal(jax.random.key(7), m.relative_bias.shape)
+    return m
+
+
+def test_relative_bias_depends_only_on_the_offset_between_two_image_tokens(biased_model):
+    m, T, g = biased_model, TINY.context_length, 8
+    table = np.asarray(m.relative_bias[...]).reshape(TINY.num_heads, 2 * g - 1, 2 * g - 1)
+    S = T + g * g - 1
+    bias_HSS = np.asarray(m.attention_bias(S))
+    assert bias_HSS.shape == (TINY.num_heads, S, S)
+    for n, n2 in ((9, 0), (9, 1), (63, 62), (40, 47), (12, 12)):  # (query, key) image tokens
+        (r, c), (r2, c2) = divmod(n, g), divmod(n2, g)
+        if T + n < S:
+            np.testing.assert_array_equal(bias_HSS[:, T + n, T + n2], table[:, r - r2 + g - 1, c - c2 + g - 1])
+    # the same offset (one row up) anywhere on the grid: the same bias
+    np.testing.assert_array_equal(bias_HSS[:, T + 9, T + 1], bias_HSS[:, T + 50, T + 42])
+    # anything involving a text position: no bias
+    assert not bias_HSS[:, :T].any() and not bias_HSS[:, :, :T].any()
+    assert dalle.build(TINY, _Tok(), nnx.Rngs(0)).attention_bias(S) is None
+
+
+def test_zero_relative_bias_is_the_model_without_it(model):
+    zero = dalle.build(override(TINY, {"relative_bias": True}), _Tok(), nnx.Rngs(0))
+    text, image = _text(), _image()
+    for got, want in zip(zero(text, image), model(text, image)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_cached_sampling_with_relative_bias_equals_uncached(biased_model):
+    text = _text()
+    draws = {}
+    for name, options in (("plain", {}), ("guided", {"guidance": 2.5, "top_k": 5})):
+        draws[name] = dalle.sample(biased_model, text, jax.random.key(3), **options)
+        np.testing.assert_array_equal(draws[name], dalle.sample(biased_model, text, jax.random.key(3),
+                                                                cached=False, **options))
+    # and the bias matters: the same weights without it draw other tokens
+    unbiased = dalle.sample(dalle.build(TINY, _Tok(), nnx.Rngs(0)), text, jax.random.key(3))
+    assert (np.asarray(unbiased) != np.asarray(draws["plain"])).any()
+
+
 def test_guided_sampler_with_scale_one_matches_plain_sampler(model):
     text = _text()
     graphdef, state = nnx.split(model)

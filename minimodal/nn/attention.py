@@ -2,10 +2,11 @@
 
 Legend: B batch, T query positions, S key positions, D model width, H heads, K head width.
 
-    Attention(Q, K, V) = softmax(Q Kᵀ / √K + mask) V,   per head, heads concatenated then projected.
+    Attention(Q, K, V) = softmax(Q Kᵀ / √K + bias + mask) V,   per head, heads concatenated then projected.
 
 A boolean `mask` (True = may attend) broadcastable to (B, H, T, S) removes keys exactly: their logits
 become the most negative float, so exp(logit - max) underflows to 0 and the gradient through them is 0.
+A float `bias` broadcastable to (B, H, T, S) is added to the logits (a learned relative position bias).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ def causal_mask(T: int) -> jax.Array:
 
 
 def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array,
-                          mask: jax.Array | None = None) -> jax.Array:
-    """softmax(q kᵀ / √K) v per head -> (B, T, H, K); the softmax runs in float32."""
+                          mask: jax.Array | None = None, bias: jax.Array | None = None) -> jax.Array:
+    """softmax(q kᵀ / √K + bias) v per head -> (B, T, H, K); the softmax runs in float32."""
     scale = q_BTHK.shape[-1] ** -0.5
     logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK).astype(jnp.float32) * scale
+    if bias is not None:
+        logits_BHTS = logits_BHTS + bias.astype(jnp.float32)
     if mask is not None:
         logits_BHTS = jnp.where(mask, logits_BHTS, jnp.finfo(jnp.float32).min)
     weights_BHTS = jax.nn.softmax(logits_BHTS, axis=-1).astype(v_BSHK.dtype)
@@ -87,6 +90,6 @@ class Attention(nnx.Module):
         return self.out(y_BTHK.reshape(B, T, self.num_heads * self.head_dim))
 
     def __call__(self, x_BTD: jax.Array, *, context_BSD: jax.Array | None = None,
-                 mask: jax.Array | None = None) -> jax.Array:
+                 mask: jax.Array | None = None, bias: jax.Array | None = None) -> jax.Array:
         q_BTHK, k_BSHK, v_BSHK = self.project(x_BTD, context_BSD)
-        return self.merge(dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask))
+        return self.merge(dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, bias))

@@ -10,7 +10,9 @@ Decoding caches each layer's keys and values: `init_cache` allocates (B, L, H, K
 keys 0..pos+t. Prefill with T > 1, then feed one token at a time; the result equals the full causal
 forward pass. With cross-attention, `context_kv(context_BSD)` projects every layer's context keys/values once
 (an encoder-decoder's decoder then reuses them at every step: `decode(..., context_kv=...)`).
-Callers add positional embeddings themselves (the transformer is position-agnostic).
+Callers add positional embeddings themselves (the transformer is position-agnostic); a self-attention
+`bias` (H, T, S), e.g. a learned relative position bias, is added to every layer's attention logits (`decode`
+takes the rows of the queries it runs: (H, T, L)).
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ class Block(nnx.Module):
         # x ← x + W₂ GELU(W₁ LN(x))
         return x_BTD + self.fc2(jax.nn.gelu(self.fc1(self.ln_mlp(x_BTD))))
 
-    def __call__(self, x_BTD: jax.Array, *, mask: jax.Array | None = None,
+    def __call__(self, x_BTD: jax.Array, *, mask: jax.Array | None = None, bias: jax.Array | None = None,
                  context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None) -> jax.Array:
-        x_BTD = x_BTD + self.attn(self.ln_attn(x_BTD), mask=mask)  # x ← x + SelfAttn(LN(x))
+        x_BTD = x_BTD + self.attn(self.ln_attn(x_BTD), mask=mask, bias=bias)  # x ← x + SelfAttn(LN(x))
         return self._cross_and_mlp(x_BTD, context_BSD, context_mask)
 
-    def decode(self, x_BTD: jax.Array, cache: dict[str, jax.Array], pos: Any, *,
+    def decode(self, x_BTD: jax.Array, cache: dict[str, jax.Array], pos: Any, *, bias: jax.Array | None = None,
                context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None,
                context_kv: tuple[jax.Array, jax.Array] | None = None):
         """Causal self-attention of positions [pos, pos+T) against the cache; returns (y_BTD, cache)."""
@@ -74,7 +76,7 @@ class Block(nnx.Module):
         T, L = x_BTD.shape[1], k_BLHK.shape[1]
         mask_TL = (pos + jnp.arange(T))[:, None] >= jnp.arange(L)[None, :]  # key s <= query pos + t
         dtype = q_BTHK.dtype
-        y_BTHK = dot_product_attention(q_BTHK, k_BLHK.astype(dtype), v_BLHK.astype(dtype), mask_TL)
+        y_BTHK = dot_product_attention(q_BTHK, k_BLHK.astype(dtype), v_BLHK.astype(dtype), mask_TL, bias)
         x_BTD = x_BTD + self.attn.merge(y_BTHK)
         return self._cross_and_mlp(x_BTD, context_BSD, context_mask, context_kv), {"k": k_BLHK, "v": v_BLHK}
 
@@ -89,10 +91,10 @@ class Transformer(nnx.Module):
                                 for _ in range(depth)])
         self.ln_final = nnx.LayerNorm(dim, rngs=rngs)
 
-    def __call__(self, x_BTD: jax.Array, *, mask: jax.Array | None = None,
+    def __call__(self, x_BTD: jax.Array, *, mask: jax.Array | None = None, bias: jax.Array | None = None,
                  context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None) -> jax.Array:
         for block in self.blocks:
-            x_BTD = block(x_BTD, mask=mask, context_BSD=context_BSD, context_mask=context_mask)
+            x_BTD = block(x_BTD, mask=mask, bias=bias, context_BSD=context_BSD, context_mask=context_mask)
         return self.ln_final(x_BTD)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = jnp.float32) -> Cache:
@@ -106,10 +108,11 @@ class Transformer(nnx.Module):
             raise ValueError("context_kv needs a Transformer with cross-attention (build it with cross_dim)")
         return [block.cross.context_kv(context_BSD) for block in self.blocks]
 
-    def decode(self, x_BTD: jax.Array, cache: Cache, pos: Any, *, context_BSD: jax.Array | None = None,
-               context_mask: jax.Array | None = None, context_kv: ContextKV | None = None
-               ) -> tuple[jax.Array, Cache]:
+    def decode(self, x_BTD: jax.Array, cache: Cache, pos: Any, *, bias: jax.Array | None = None,
+               context_BSD: jax.Array | None = None, context_mask: jax.Array | None = None,
+               context_kv: ContextKV | None = None) -> tuple[jax.Array, Cache]:
         """Outputs for positions [pos, pos+T) given the cache of positions [0, pos); returns (y_BTD, cache).
+        `bias` (H, T, L): the self-attention bias of these T queries against every cache position.
         Cross-attention reads `context_kv` (from `context_kv(context_BSD)`) if given, else projects context_BSD.
 
         `pos` may be a traced integer (inside jit / fori_loop). With a Python int it is checked against
@@ -120,7 +123,7 @@ class Transformer(nnx.Module):
                              f"{cache[0]['k'].shape[1]}")
         new_cache = []
         for i, (block, layer_cache) in enumerate(zip(self.blocks, cache)):
-            x_BTD, layer_cache = block.decode(x_BTD, layer_cache, pos, context_BSD=context_BSD,
+            x_BTD, layer_cache = block.decode(x_BTD, layer_cache, pos, bias=bias, context_BSD=context_BSD,
                                               context_mask=context_mask,
                                               context_kv=None if context_kv is None else context_kv[i])
             new_cache.append(layer_cache)
