@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from minimodal import config as configlib
+from minimodal.host_memory import run_with_huge_pages
 
 
 def _value(text: str) -> Any:
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `minimodal` command itself, not a caller passing arguments
+        run_with_huge_pages()
     from minimodal.checkpoints import CheckpointWriteError
     from minimodal.train import TrainingDiverged, WorkdirMismatch
 

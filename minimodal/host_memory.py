@@ -10,7 +10,17 @@ worker thread's heap (64 MB; CLIP's step frees 112 MB) is still mapped afresh: s
 main heap (M_ARENA_MAX = 1) would keep it too, but made the DDPM's steps 19% slower (threads waiting for the
 heap's lock).
 
-`import minimodal` calls `keep_freed_memory()` once; set MINIMODAL_KEEP_FREED_MEMORY=0 to leave malloc alone.
+Huge pages: a block glibc still maps afresh (the default DALL-E's step frees 174 MB) costs one page fault per 4 KB
+page, 42,000 per step. Asked with the tunable `glibc.malloc.hugetlb=1`, glibc marks the memory it maps for
+transparent huge pages (`madvise(MADV_HUGEPAGE)`; the kernel's THP setting `madvise`, the common default), so the
+same block faults in 2 MB at a time: the default DALL-E's transformer ran 6.0 -> 7.1 steps/s, its kernel time
+25 -> 9 s per 300 steps (bench/results/trainer.md, "Huge pages"). glibc reads tunables only when a process starts,
+so the `minimodal` command and `python -m minimodal.publish` re-run themselves once with
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`run_with_huge_pages`), and `make test` sets it; a script or notebook of
+your own gets it by being started with that variable set.
+
+`import minimodal` calls `keep_freed_memory()` once; set MINIMODAL_KEEP_FREED_MEMORY=0 to leave malloc alone
+(then no re-run for huge pages either).
 """
 
 from __future__ import annotations
@@ -18,10 +28,13 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import sys
+from collections.abc import Mapping
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
 NEVER_TRIM = 2**31 - 1  # bytes: the largest threshold mallopt takes (an int)
 OPT_OUT = "MINIMODAL_KEEP_FREED_MEMORY"
+HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc >= 2.35; older versions ignore a tunable they do not know
 
 
 def keep_freed_memory() -> bool:
@@ -31,3 +44,25 @@ def keep_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL("libc.so.6")  # glibc's soname (`find_library` would run `ldconfig` at every import)
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+
+
+def huge_pages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """`environ` with HUGE_PAGES added to GLIBC_TUNABLES (tunables are joined by ":"); None when there is nothing
+    to add: the hugetlb tunable already set (to any value), MINIMODAL_KEEP_FREED_MEMORY=0, or not glibc."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if (environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc"
+            or "glibc.malloc.hugetlb=" in tunables):
+        return None
+    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES}
+
+
+def run_with_huge_pages() -> None:
+    """Re-run this process from the start (the same interpreter and command line) with huge pages asked for,
+    unless it already has them or `huge_pages_environment` says there is nothing to add. Call it first thing in
+    a command's entry point: the process is replaced, so nothing done before it survives."""
+    environ = huge_pages_environment(os.environ)
+    if environ is None or not sys.executable or len(sys.orig_argv) < 2:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)

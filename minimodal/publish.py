@@ -23,6 +23,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from minimodal.host_memory import run_with_huge_pages
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 MAX_BYTES = 1 << 20  # each executed notebook stays under 1 MiB
@@ -200,6 +202,8 @@ def build_site(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # run as a command: its kernels inherit the environment
+        run_with_huge_pages()
     parser = argparse.ArgumentParser(prog="python -m minimodal.publish", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("lessons", help="train, execute and write every lesson (or the numbered ones)")

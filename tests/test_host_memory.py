@@ -1,12 +1,15 @@
-"""`host_memory.keep_freed_memory`: a freed large block is reused, not unmapped and faulted in afresh."""
+"""`host_memory`: a freed large block is reused, not unmapped and faulted in afresh; a block too large to keep is
+faulted in by huge pages when the process was started with glibc's hugetlb tunable (commands re-run themselves so)."""
 
+import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from minimodal.host_memory import OPT_OUT, keep_freed_memory
+from minimodal.host_memory import HUGE_PAGES, OPT_OUT, huge_pages_environment, keep_freed_memory
 
 # On a worker thread, as XLA's CPU runtime does with a step's temporaries: malloc, fill and free a 48 MB block
 # (above glibc's largest mmap threshold, within a thread's 64 MB heap) five times; print the minor page faults of
@@ -15,13 +18,14 @@ from minimodal.host_memory import OPT_OUT, keep_freed_memory
 PROBE = """
 import ctypes, ctypes.util, resource, sys, threading
 if sys.argv[1] == "1":
-    from minimodal.host_memory import OPT_OUT, keep_freed_memory
+    from minimodal.host_memory import HUGE_PAGES, OPT_OUT, huge_pages_environment, keep_freed_memory
     assert keep_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+MB = int(sys.argv[2]) if len(sys.argv) > 2 else 48
 def churn():
-    block = libc.malloc(48 * 2**20)
-    ctypes.memset(block, 1, 48 * 2**20)
+    block = libc.malloc(MB * 2**20)
+    ctypes.memset(block, 1, MB * 2**20)
     libc.free(block)
 def five_churns():
     churn()
@@ -55,3 +59,42 @@ def test_the_opt_out_leaves_malloc_alone(monkeypatch):
     assert keep_freed_memory() is False
     monkeypatch.setenv(OPT_OUT, "1")
     assert keep_freed_memory() is True
+
+
+def test_huge_pages_are_added_to_the_tunables_once_and_never_against_a_choice():
+    if platform.libc_ver()[0] != "glibc":
+        assert huge_pages_environment({}) is None
+        return
+    assert huge_pages_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": HUGE_PAGES}
+    assert huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] == (
+        "glibc.malloc.arena_max=2:" + HUGE_PAGES)
+    assert huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # the user's choice
+    assert huge_pages_environment({"GLIBC_TUNABLES": HUGE_PAGES}) is None  # already there: no second re-run
+    assert huge_pages_environment({OPT_OUT: "0"}) is None
+
+
+@glibc_only
+def test_a_command_reruns_itself_once_with_huge_pages_and_its_arguments():
+    code = ("import os, sys; from minimodal.host_memory import run_with_huge_pages; print('start', flush=True); "
+            "run_with_huge_pages(); print(os.environ['GLIBC_TUNABLES'], sys.argv[1:])")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT)}
+    out = subprocess.run([sys.executable, "-c", code, "a b", "c"], capture_output=True, text=True, check=True,
+                         env=env).stdout.splitlines()
+    assert out == ["start", "start", f"{HUGE_PAGES} ['a b', 'c']"]  # started twice, then ran on
+
+
+def _thp_mode() -> str:
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    text = path.read_text() if path.exists() else "[never]"
+    return text[text.index("[") + 1: text.index("]")]
+
+
+@glibc_only
+@pytest.mark.skipif(_thp_mode() == "never", reason="the kernel gives no transparent huge pages")
+def test_a_block_too_large_to_keep_faults_in_by_huge_pages_with_the_tunable():
+    def faults(tunables):  # a 96 MB block: larger than a thread's heap, so mapped afresh every time
+        env = {OPT_OUT: "1", **({"GLIBC_TUNABLES": tunables} if tunables else {})}
+        return int(subprocess.run([sys.executable, "-c", PROBE, "1", "96"], capture_output=True, text=True,
+                                  check=True, env=env).stdout)
+    assert faults("") > 4 * 24_000  # 4 KB pages: 24,576 per block
+    assert faults(HUGE_PAGES) < 4 * 2_000  # 2 MB pages: 48 per block
