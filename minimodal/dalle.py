@@ -57,7 +57,8 @@ class Config(TrainConfig):
     dim: int = 128
     depth: int = 4
     num_heads: int = 4
-    # a learned bias per head on the attention between two image tokens, by their offset on the grid (Δrow, Δcol)
+    # a learned bias per head on the attention between two image tokens, by their offset on the grid (Δrow, Δcol);
+    # off: it lowered the loss but drew no better crosses (bench/results/dalle.md, "Crosses, again")
     relative_bias: bool = False
     text_loss_weight: float = 1 / 8  # DALL-E's 1/8 : 7/8 split between text and image tokens
     caption_dropout: float = 0.0  # probability of training on the empty caption (enables guidance)
