@@ -196,22 +196,24 @@ for name, (temperature, top_k, top_p) in settings.items():
 # %% [markdown]
 # **Which prompts fail?** Split the default setting's grades by the shape the prompt asks for
 # (`metrics.per_shape_fidelity`). On the default checkpoint crosses fail far more often than the other
-# shapes (README: 67% of typed crosses right against 91–98%), although the VQ-VAE reconstructs real
+# shapes (README: 72% of typed crosses right against 96–100%), although the VQ-VAE reconstructs real
 # crosses perfectly: the transformer has to line up the thin arms across several tokens, one token at a
 # time. Finer tokens test that: `--preset fine` cuts 16 px images into 2 × 2-pixel tokens (same 8 × 8 grid,
 # 128 codes) and draws crosses right 80% of the time (typed prompts 92% overall, 10.6 minutes of training) —
-# but gets only 23% of the never-seen pairs below, against the default's 61%: it keeps the colour and draws
+# but gets only 23% of the never-seen pairs below, against the default's 58%: it keeps the colour and draws
 # a shape it saw in that colour (README, "DALL-E 1"). At 32 px, one run each: sampling does not move crosses
 # (temperature 0.5–1, top-k 4–16: 66–76% on a 4000-step model); a blurrier tokenizer (2000 steps, 27.9 dB,
 # every reconstruction still readable) drops them to 51%; 1000 more transformer steps raise them from 67% to
-# 74% — clean codes and training time, not the sampler. But training time only goes so far: 5000 steps leave
-# them at 74%, and a learned relative position bias, six layers instead of four, the caption added to every
-# image token and an EMA of the weights leave them at 64–75% (2026-12-05, README). Look at the wrong ones: the
+# 74% (the default has 4000 steps since) — clean codes and training time, not the sampler. But training time
+# only goes so far: 5000 steps leave them at 74%, and a learned relative position bias, six layers instead of
+# four, the caption added to every image token and an EMA of the weights leave them at 64–75% (2026-12-05,
+# README). Look at the wrong ones: the
 # top arm is drawn, then the lower half widens into a triangle or rounds into a blob — the first tokens of a
 # small cross look like a triangle's tip, and the model follows the picture so far rather than the word.
 # Classifier-free guidance, which pushes each token towards the caption, lifts crosses to 83% at w = 1.5, but
-# training with dropped captions costs 20 points on never-seen pairs. Then the prompts people actually type: "a red circle", "a small blue square" — shorter than any
-# training caption (`shapes.typed_prompts`, train colour–shape pairs), graded the same way.
+# training with dropped captions costs 20 points on never-seen pairs. Then the prompts people actually type:
+# "a red circle", "a small blue square" — shorter than any training caption (`shapes.typed_prompts`, train
+# colour–shape pairs), graded the same way.
 
 # %%
 for name, fidelity in per_shape_fidelity(images, prompt_set["objects"]).items():
