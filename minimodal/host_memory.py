@@ -37,10 +37,15 @@ OPT_OUT = "MINIMODAL_KEEP_FREED_MEMORY"
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc >= 2.35; older versions ignore a tunable they do not know
 
 
+def _applies(environ: Mapping[str, str]) -> bool:
+    """glibc, and MINIMODAL_KEEP_FREED_MEMORY not 0."""
+    return environ.get(OPT_OUT, "1") != "0" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to reuse freed blocks (see the module docstring). True when applied; False where the
     C library is not glibc (macOS, musl: nothing to do) or MINIMODAL_KEEP_FREED_MEMORY=0 asks not to."""
-    if os.environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc":
+    if not _applies(os.environ):
         return False
     libc = ctypes.CDLL("libc.so.6")  # glibc's soname (`find_library` would run `ldconfig` at every import)
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
@@ -50,8 +55,7 @@ def huge_pages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     """`environ` with HUGE_PAGES added to GLIBC_TUNABLES (tunables are joined by ":"); None when there is nothing
     to add: the hugetlb tunable already set (to any value), MINIMODAL_KEEP_FREED_MEMORY=0, or not glibc."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if (environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc"
-            or "glibc.malloc.hugetlb=" in tunables):
+    if not _applies(environ) or "glibc.malloc.hugetlb=" in tunables:
         return None
     return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES}
 

@@ -221,8 +221,13 @@ def _compile_once(fn: Callable[..., Any], *args: Any) -> Any:
     return jax.jit(fn, compiler_options=options)(*args)
 
 
-def build_model(family: Family, config: TrainConfig, tokenizer: Any, seed: int) -> nnx.Module:
-    """`family.build(config, tokenizer, nnx.Rngs(seed))`, its initialisers run as one program (`_compile_once`)."""
+def build_model(family: Family, config: TrainConfig, tokenizer: Any, seed: int, *,
+                abstract: bool = False) -> nnx.Module:
+    """`family.build(config, tokenizer, nnx.Rngs(seed))`, its initialisers run as one program (`_compile_once`);
+    `abstract`: only its arrays' shapes and dtypes (`nnx.eval_shape`), nothing initialised — for a checkpoint
+    to replace."""
+    if abstract:
+        return nnx.eval_shape(lambda: family.build(config, tokenizer, nnx.Rngs(seed)))
     graphdefs = []
 
     def init():
@@ -421,12 +426,9 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
         batches = Batches(examples, tokenizer, config.batch_size, config.context_length, config.seed, by_batch)
         checkpoints = _checkpoints(workdir, config.keep_checkpoints)
         resuming = bool(checkpoints.steps())  # a checkpoint will replace every array: build only their shapes
-        if resuming:
-            model = nnx.eval_shape(lambda: family.build(config, tokenizer, nnx.Rngs(config.seed)))
-        else:
-            model = build_model(family, config, tokenizer, config.seed)
-            if family.warm_start is not None:
-                family.warm_start(model, config, tokenizer)
+        model = build_model(family, config, tokenizer, config.seed, abstract=resuming)
+        if not resuming and family.warm_start is not None:
+            family.warm_start(model, config, tokenizer)
         tx, groups = make_optimizer(config), group_optimizers(family, model, config)
         graphdef, state = _initial_state(model, tx, config, groups, abstract=resuming, sharding=replicated)
         start, restored = checkpoints.restore_newest(state, set_damaged_aside=True)
@@ -581,7 +583,7 @@ def load_model(workdir: str | Path, step: int | None = None) -> tuple[Family, nn
     family = get_family(name)
     config = configlib.load(family.config_class, workdir / CONFIG_FILE)
     tokenizer = read_tokenizer(workdir)
-    model = nnx.eval_shape(lambda: family.build(config, tokenizer, nnx.Rngs(config.seed)))  # nothing to initialise
+    model = build_model(family, config, tokenizer, config.seed, abstract=True)  # nothing to initialise
     graphdef, state = _initial_state(model, make_optimizer(config), config, group_optimizers(family, model, config),
                                      abstract=True)
     checkpoints = _checkpoints(workdir, config.keep_checkpoints)

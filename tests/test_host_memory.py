@@ -18,7 +18,7 @@ from minimodal.host_memory import HUGE_PAGES, OPT_OUT, huge_pages_environment, k
 PROBE = """
 import ctypes, ctypes.util, resource, sys, threading
 if sys.argv[1] == "1":
-    from minimodal.host_memory import HUGE_PAGES, OPT_OUT, huge_pages_environment, keep_freed_memory
+    from minimodal.host_memory import keep_freed_memory
     assert keep_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
