@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make tour   -> trains CLIP, DALL-E and DDPM on `shapes` end to end and writes runs/tour/report.html
 #   make test   -> the test suite (fast; `make test-slow` for the training-to-target tests)
-#   make tour-fast -> the same at 16 px with short training (about 5.5 minutes); `minimodal tour --smoke` checks it runs
+#   make tour-fast -> the same at 16 px with short training (about 5 minutes); `minimodal tour --smoke` checks it runs
 #   make lessons -> executes every lesson in full mode (training what it names) and writes its outputs
 #   make site    -> the executed lessons as static HTML in site/ (index.html), maths rendered offline
 # Each creates (once) and reuses a local virtual environment in .venv.
@@ -13,8 +13,11 @@ STAMP  := $(VENV)/.installed
 DOCS   := $(VENV)/.installed-docs
 # Multi-device tests run on 8 forced host devices; single-device code paths are tested too. `make test` runs
 # the suite on every core (pytest-xdist; tests/conftest.py starts the longest first). glibc's malloc maps its large
-# blocks in transparent huge pages (minimodal/host_memory.py): fewer page faults per train step.
-TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+# blocks in transparent huge pages (minimodal/host_memory.py: HUGE_PAGES): fewer page faults per train step; a
+# GLIBC_TUNABLES of the caller's is kept, and one that sets glibc.malloc.hugetlb itself is left as it is.
+HUGE_PAGES := glibc.malloc.hugetlb=1
+TUNABLES := $(if $(findstring glibc.malloc.hugetlb,$(GLIBC_TUNABLES)),$(GLIBC_TUNABLES),$(if $(GLIBC_TUNABLES),$(GLIBC_TUNABLES):)$(HUGE_PAGES))
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 GLIBC_TUNABLES=$(TUNABLES)
 
 .PHONY: tour tour-fast test test-slow bench lint notebooks lessons site clean
 

@@ -3,6 +3,7 @@ faulted in by huge pages when the process was started with glibc's hugetlb tunab
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,18 @@ def test_a_block_too_large_to_keep_faults_in_by_huge_pages_with_the_tunable():
                                   check=True, env=env).stdout)
     assert faults("") > 4 * 24_000  # 4 KB pages: 24,576 per block
     assert faults(HUGE_PAGES) < 4 * 2_000  # 2 MB pages: 48 per block
+
+
+@glibc_only
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("tunables", [None, "glibc.malloc.arena_max=2", "glibc.malloc.hugetlb=0", HUGE_PAGES])
+def test_make_test_sets_the_tunables_as_the_commands_do(tunables):
+    """`make test` spells the setting out (make cannot import it): the same value `huge_pages_environment` gives."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT, "MAKEFLAGS", "MAKELEVEL")}
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+    dry_run = subprocess.run(["make", "-n", "test"], cwd=Path(__file__).parents[1], env=env, capture_output=True,
+                             text=True, check=True).stdout
+    made = [w.split("=", 1)[1] for w in dry_run.split() if w.startswith("GLIBC_TUNABLES=")]
+    expected = huge_pages_environment(env)
+    assert made == [expected["GLIBC_TUNABLES"] if expected is not None else tunables]
