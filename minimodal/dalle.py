@@ -104,7 +104,10 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(dim=32, depth=2, num_heads=2, steps=20, batch_size=16, n_train=256, image_vocab_size=32,
                    tokenizer_preset="tiny", log_every=5, checkpoint_every=20, warmup_steps=5, eval_n=16,
                    candidates=2),
-    "tour": Config(steps=2600, tokenizer_preset="tour"),
+    # the full tour's (one core, beside the DDPM): the default's 4000-step tokenizer, whose clean codes crosses need
+    # (with 1200 steps the tour read crosses 32.5%, now 72.5%); four slices per step win back part of its time
+    # (README, "The tour")
+    "tour": Config(steps=2600, micro_batches=4),
     # 16 px: 16 image tokens; 2400 steps since the fast tour trains DALL-E beside the DDPM (README, "The tour")
     "fast": Config(image_size=16, steps=2400, n_train=20_000, tokenizer_preset="fast"),
     "guided": Config(caption_dropout=0.1),

@@ -118,7 +118,6 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(codebook_size=32, code_dim=8, width=16, hidden=8, num_res_blocks=1, steps=20,
                    batch_size=16, n_train=256, log_every=5, checkpoint_every=20, tau_steps=20,
                    restart_threshold=0.05),
-    "tour": Config(steps=1200),
     "fast": Config(image_size=16, steps=2000),  # the fast tour's DALL-E tokenizer: a 4×4 grid
     # DALL-E's `fine` preset: 16 px cut into 2×2-pixel tokens (an 8×8 grid); flat shapes on black need few codes
     "fine": Config(image_size=16, downsample=2, codebook_size=128, steps=2000),

@@ -167,6 +167,6 @@ assert sim.shape == (3, 3)
 #   through CLIP's text encoder kept as CLIP trained it (`freeze_text`): fine-tuned along with the U-Net, as the
 #   tour did before, the same 1700 steps gave 48.8% (README, "The tour"). Held-out pairs ("a red
 #   triangle", the grids' last row) are harder: 25.0% and 56.2%.
-# - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for about 18 minutes and
-#   reaches **100.0%** zero-shot and **76.9%** / **93.1%** fidelity (2026-12-04 night; README, "The tour"); the standalone
-#   defaults reach 91% (DALL-E; 85% on typed prompts) and 96% (DDPM).
+# - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for about 15 minutes and
+#   reaches **100.0%** zero-shot and **86.2%** / **93.1%** fidelity (2026-12-05; README, "The tour"); the standalone
+#   defaults reach 95% (DALL-E; 90% on typed prompts) and 96% (DDPM).

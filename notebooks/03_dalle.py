@@ -14,8 +14,8 @@
 # # 03 · DALL-E: images as words
 #
 # **Expected run time:** about 1–2 minutes on a 2-core CPU when `runs/dalle` and `runs/clip` were trained
-# beforehand by the CLI commands below (measured: 1.0 min; training them here instead adds about
-# 20 minutes); fast mode (`MINIMODAL_FAST=1`, tiny models that learn nothing useful): under 2 minutes.
+# beforehand by the CLI commands below (measured: 1.1 min; training them here instead adds about
+# 14 minutes); fast mode (`MINIMODAL_FAST=1`, tiny models that learn nothing useful): under 2 minutes.
 #
 #     minimodal train dalle --data shapes --workdir runs/dalle    # image tokenizer + transformer
 #     minimodal train clip  --data shapes --workdir runs/clip     # for reranking
@@ -211,7 +211,8 @@ for name, (temperature, top_k, top_p) in settings.items():
 # top arm is drawn, then the lower half widens into a triangle or rounds into a blob — the first tokens of a
 # small cross look like a triangle's tip, and the model follows the picture so far rather than the word.
 # Classifier-free guidance, which pushes each token towards the caption, lifts crosses to 83% at w = 1.5, but
-# training with dropped captions costs 20 points on never-seen pairs. Then the prompts people actually type:
+# training with dropped captions costs 20 points on never-seen pairs (half the dropout, guiding against the
+# prompt without its shape word, or 2.5× the training images do no better: README). Then the prompts people actually type:
 # "a red circle", "a small blue square" — shorter than any training caption (`shapes.typed_prompts`, train
 # colour–shape pairs), graded the same way.
 
@@ -264,21 +265,23 @@ show(pipe.generate([p for p in pairs for _ in range(4)], seed=4), f"never seen i
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`python -m minimodal.publish lessons 03`, 2026-12-03, 2-core CPU,
-# 1.0 minute on a quiet machine, after `runs/dalle` (the 128-code default) and `runs/clip` were trained by the
-# commands at the top). Seeds fix the samples, so your numbers should be close; the timings depend on the machine.
+# From the run recorded in this notebook (`python -m minimodal.publish lessons 03`, 2026-12-05, 2-core CPU,
+# 1.1 minutes on a quiet machine, after `runs/dalle` (the 4000-step default, 11.8 minutes) and `runs/clip`
+# were trained by the commands at the top). Seeds fix the samples, so your numbers should be close; the
+# timings depend on the machine.
 #
 # - The image tokenizer: **128 codes** on an **8 × 8** grid; numpy's argmin picks the library's code for
 #   **100.0%** of the cells.
 # - Reconstructions: the VQ-VAE reaches **31.4 dB** PSNR with **100%** of its codes in use (perplexity 43.7);
 #   the 600-step Gumbel dVAE (512 codes) **19.9 dB** with **22%** (perplexity 28.2).
-# - Caption fidelity over 48 prompts: **83%** at T = 0.5, **85%** at T = 1, **81%** at T = 1.5, **79%** with
-#   top-p 0.8 and **94%** with the default (T = 0.7, top-k 8). Circles **90%**, squares **100%**, triangles
-#   **92%**, crosses **92%** (12 or 13 prompts each).
-# - Prompts as people type them (96): **86%** (size right 78%): circles **84%**, squares **95%**, triangles
-#   **95%**, crosses **74%** (94% on the 48 training captions: within the noise of so few prompts;
-#   `minimodal eval dalle` on 240 of each finds 85% against 91%, crosses 67%).
-# - CLIP reranking lifts fidelity from **88%** to **94%** (best of 8); never-seen colour–shape pairs reach
-#   **56%**.
-# - With the 512-code tokenizer this default had until 2026-12-03, the same cells read 83% (default sampling),
-#   crosses 38% on the training captions and 48% typed, and 48% on never-seen pairs.
+# - Caption fidelity over 48 prompts: **90%** at T = 0.5, **96%** at T = 1, **73%** at T = 1.5, **90%** with
+#   top-p 0.8 and **90%** with the default (T = 0.7, top-k 8). Circles, squares and triangles **100%**,
+#   crosses **62%** (12 or 13 prompts each).
+# - Prompts as people type them (96): **90%** (size right 91%): circles **92%**, squares **91%**, triangles
+#   **100%**, crosses **78%** (`minimodal eval dalle` on 240 of each finds 89.6% typed, crosses 72%, and 95.4% on
+#   full captions).
+# - CLIP reranking (best of 8, `runs/clip`): **96%** plain against **94%** reranked on 48 captions — at this
+#   model's fidelity 48 prompts cannot tell them apart; never-seen colour–shape pairs reach **58%**.
+# - The 3000-step default of 2026-12-03 read, in the same cells, 94% (default sampling), 86% typed (crosses 74%),
+#   88% → 94% with reranking and 56% on never-seen pairs; with the 512-code tokenizer it had until that day,
+#   83%, crosses 48% typed, and 48% on never-seen pairs.
