@@ -14,9 +14,10 @@ DOCS   := $(VENV)/.installed-docs
 # Multi-device tests run on 8 forced host devices; single-device code paths are tested too. `make test` runs
 # the suite on every core (pytest-xdist; tests/conftest.py starts the longest first). glibc's malloc maps its large
 # blocks in transparent huge pages (minimodal/host_memory.py: HUGE_PAGES): fewer page faults per train step; a
-# GLIBC_TUNABLES of the caller's is kept, and one that sets glibc.malloc.hugetlb itself is left as it is.
+# GLIBC_TUNABLES of the caller's is kept, and left as it is when it sets glibc.malloc.hugetlb itself or when
+# MINIMODAL_KEEP_FREED_MEMORY=0 asks minimodal to leave malloc alone (as `huge_pages_environment` does).
 HUGE_PAGES := glibc.malloc.hugetlb=1
-TUNABLES := $(if $(findstring glibc.malloc.hugetlb,$(GLIBC_TUNABLES)),$(GLIBC_TUNABLES),$(if $(GLIBC_TUNABLES),$(GLIBC_TUNABLES):)$(HUGE_PAGES))
+TUNABLES := $(if $(or $(findstring glibc.malloc.hugetlb,$(GLIBC_TUNABLES)),$(filter 0,$(MINIMODAL_KEEP_FREED_MEMORY))),$(GLIBC_TUNABLES),$(if $(GLIBC_TUNABLES),$(GLIBC_TUNABLES):)$(HUGE_PAGES))
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 GLIBC_TUNABLES=$(TUNABLES)
 
 .PHONY: tour tour-fast test test-slow bench lint notebooks lessons site clean

@@ -36,7 +36,7 @@ from flax import nnx
 from minimodal.clip_tasks import (ClipPipeline, evaluate_pipeline, linear_probe, retrieval_recall, search,
                                   zero_shot)
 from minimodal.config import TrainConfig
-from minimodal.nn import PatchEmbed, Transformer, causal_mask
+from minimodal.nn import GroupNorm, PatchEmbed, Transformer, causal_mask
 from minimodal.train import Family
 
 MAX_SCALE = 100.0  # the logit scale s is clamped at 100 (CLIP)
@@ -124,9 +124,9 @@ class ResBlock(nnx.Module):
     """x + Conv(ReLU(GN(Conv(ReLU(GN(x))))))  (pre-activation residual block, 3×3 convolutions)."""
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
-        self.norm1 = nnx.GroupNorm(channels, num_groups=min(8, channels), rngs=rngs)
+        self.norm1 = GroupNorm(channels, min(8, channels))
         self.conv1 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
-        self.norm2 = nnx.GroupNorm(channels, num_groups=min(8, channels), rngs=rngs)
+        self.norm2 = GroupNorm(channels, min(8, channels))
         self.conv2 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
 
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
@@ -144,7 +144,7 @@ class ConvEncoder(nnx.Module):
         self.stages = nnx.List([nnx.List([ResBlock(w, rngs=rngs) for _ in range(depth)]) for w in widths])
         self.downs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs)
                                for a, b in zip(widths, widths[1:])])
-        self.norm = nnx.GroupNorm(dim, num_groups=min(8, dim), rngs=rngs)
+        self.norm = GroupNorm(dim, min(8, dim))
 
     def __call__(self, images_BHWC: jax.Array) -> jax.Array:
         x_BHWC = self.stem(images_BHWC)

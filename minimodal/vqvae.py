@@ -51,6 +51,7 @@ from flax import nnx
 from minimodal import config as configlib
 from minimodal.config import TrainConfig
 from minimodal.data import denormalize_images, load_examples, normalize_images
+from minimodal.nn import GroupNorm
 from minimodal.train import Family, Group
 
 
@@ -215,7 +216,7 @@ class PatchDiscriminator(nnx.Module):
         init = nnx.initializers.normal(0.02)  # VQGAN's discriminator init: N(0, 0.02²)
         self.downs = nnx.List([nnx.Conv(a, b, (4, 4), strides=2, kernel_init=init, rngs=rngs)
                                for a, b in zip([3, *widths[:-1]], widths)])
-        self.norms = nnx.List([nnx.GroupNorm(w, num_groups=min(8, w), rngs=rngs) for w in widths[1:]])
+        self.norms = nnx.List([GroupNorm(w, min(8, w)) for w in widths[1:]])
         self.conv_out = nnx.Conv(widths[-1], 1, (3, 3), kernel_init=init, rngs=rngs)
 
     def __call__(self, x_BHW3: jax.Array) -> jax.Array:

@@ -103,14 +103,17 @@ def test_a_block_too_large_to_keep_faults_in_by_huge_pages_with_the_tunable():
 
 @glibc_only
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("opt_out", [None, "0"])
 @pytest.mark.parametrize("tunables", [None, "glibc.malloc.arena_max=2", "glibc.malloc.hugetlb=0", HUGE_PAGES])
-def test_make_test_sets_the_tunables_as_the_commands_do(tunables):
-    """`make test` spells the setting out (make cannot import it): the same value `huge_pages_environment` gives."""
+def test_make_test_sets_the_tunables_as_the_commands_do(tunables, opt_out):
+    """`make test` spells the setting out (make cannot import it): the same value `huge_pages_environment` gives,
+    and the caller's own (or none) where it gives nothing (MINIMODAL_KEEP_FREED_MEMORY=0, hugetlb already set)."""
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT, "MAKEFLAGS", "MAKELEVEL")}
-    if tunables is not None:
-        env["GLIBC_TUNABLES"] = tunables
+    for name, value in (("GLIBC_TUNABLES", tunables), (OPT_OUT, opt_out)):
+        if value is not None:
+            env[name] = value
     dry_run = subprocess.run(["make", "-n", "test"], cwd=Path(__file__).parents[1], env=env, capture_output=True,
                              text=True, check=True).stdout
     made = [w.split("=", 1)[1] for w in dry_run.split() if w.startswith("GLIBC_TUNABLES=")]
     expected = huge_pages_environment(env)
-    assert made == [expected["GLIBC_TUNABLES"] if expected is not None else tunables]
+    assert made == [expected["GLIBC_TUNABLES"] if expected is not None else tunables or ""]

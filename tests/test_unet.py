@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from minimodal.nn.unet import (AttnBlock, Downsample, GroupNorm, ResBlock, UNet, Upsample, depth_to_space,
+from minimodal.nn import GroupNorm
+from minimodal.nn.unet import (AttnBlock, Downsample, ResBlock, UNet, Upsample, depth_to_space,
                                space_to_depth, timestep_embedding)
 
 

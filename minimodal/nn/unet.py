@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from minimodal.nn.attention import Attention
+from minimodal.nn.norm import GroupNorm
 
 
 def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -35,35 +36,6 @@ def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -
 def _conv3(cin: int, cout: int, rngs: nnx.Rngs, *, strides: int = 1, zero: bool = False) -> nnx.Conv:
     init = nnx.initializers.zeros_init() if zero else nnx.initializers.lecun_normal()
     return nnx.Conv(cin, cout, (3, 3), strides=strides, padding=1, kernel_init=init, rngs=rngs)
-
-
-class GroupNorm(nnx.Module):
-    """GroupNorm over (H, W, C/G) per example and group g: y = (x - μ_g) / √(σ²_g + ε) · γ + β, σ²_g = E[x²] - μ_g².
-
-    The group statistics are matrix products with a (C, G) one-hot group matrix rather than reductions over
-    strided axes, which XLA's CPU backend runs slowly: the fast DDPM's training step is ~13% faster on a CPU
-    core than with `nnx.GroupNorm`, whose parameters (`scale`, `bias`) and values (up to rounding) it keeps.
-    """
-
-    def __init__(self, channels: int, groups: int, *, epsilon: float = 1e-6):
-        if channels % groups:
-            raise ValueError(f"GroupNorm: {channels} channels are not divisible into {groups} groups")
-        self.groups, self.epsilon = groups, epsilon
-        self.scale = nnx.Param(jnp.ones((channels,)))
-        self.bias = nnx.Param(jnp.zeros((channels,)))
-
-    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-        B, H, W, C = x_BHWC.shape
-        group_CG = (jnp.arange(C)[:, None] // (C // self.groups) == jnp.arange(self.groups)).astype(x_BHWC.dtype)
-        n = H * W * (C // self.groups)  # values per group
-        x_BNC = x_BHWC.reshape(B, H * W, C)
-        sums = lambda v_BNC: jnp.einsum("bnc,cg->bg", v_BNC, group_CG, precision="highest")  # noqa: E731
-        mean_BG = sums(x_BNC) / n
-        var_BG = jnp.maximum(sums(x_BNC * x_BNC) / n - mean_BG**2, 0.0)
-        per_channel = lambda v_BG: jnp.einsum("bg,cg->bc", v_BG, group_CG, precision="highest")  # noqa: E731
-        scale_BC = per_channel(jax.lax.rsqrt(var_BG + self.epsilon)) * self.scale[...]
-        shift_BC = self.bias[...] - per_channel(mean_BG) * scale_BC
-        return x_BHWC * scale_BC[:, None, None] + shift_BC[:, None, None]
 
 
 class ResBlock(nnx.Module):
