@@ -191,6 +191,32 @@ def test_total_variation_closed_form():
     assert float(clip_guided.total_variation(jnp.zeros((2, S, S, 3))).sum()) == 0.0
 
 
+def test_blob_start_is_a_grey_disc_in_the_centre_encoded_like_any_picture(guided):
+    """init="blob" (the default): mid grey (0) on the black canvas (-1), a centred disc BLOB_DIAMETER · S across."""
+    S = 32
+    x = np.asarray(clip_guided.start_image(S, "blob"))
+    assert x.shape == (S, S, 3) and set(np.unique(x)) == {-1.0, 0.0} and (x == x[..., :1]).all()
+    disc = x[..., 0] == 0.0
+    np.testing.assert_array_equal(disc, disc.T)  # round: symmetric under a transpose and both flips
+    np.testing.assert_array_equal(disc, disc[::-1])
+    np.testing.assert_array_equal(disc, disc[:, ::-1])
+    rows, cols = np.nonzero(disc)
+    assert rows.min() + rows.max() == cols.min() + cols.max() == S - 1  # centred
+    assert abs(rows.max() - rows.min() + 1 - clip_guided.BLOB_DIAMETER * S) <= 1
+    assert abs(disc.sum() / (np.pi * (clip_guided.BLOB_DIAMETER * S / 2) ** 2) - 1) < 0.15  # a disc's area
+    vq, keys = guided.vqgan.model, jax.random.split(jax.random.key(0), 2)
+    theta = clip_guided.initial_theta(vq, keys, 16, "blob")
+    np.testing.assert_allclose(theta[1], vq.encoder(clip_guided.start_image(16, "blob")[None])[0], atol=1e-6)
+    pixels = np.tanh(clip_guided.initial_theta(None, keys, 16, "blob"))  # x = tanh(u): the picture itself
+    np.testing.assert_allclose(pixels[0], np.clip(clip_guided.start_image(16, "blob"), -0.95, 0.95), atol=1e-6)
+
+
+def test_the_default_start_is_the_blob(runs):
+    _, progress = clip_guided.generate(["a red circle"], clip=runs["clip"], steps=1, cutouts=0, return_progress=True)
+    start = progress[0, 0]  # raw pixels: frame 0 is x = tanh(u0), the start itself
+    assert tuple(start[8, 8]) in ((127, 127, 127), (128, 128, 128)) and start[0, 0].max() <= 7  # grey on (near) black
+
+
 def test_blank_start_is_the_encoded_empty_canvas(guided):
     vq = guided.vqgan.model
     theta = clip_guided.initial_theta(vq, jax.random.split(jax.random.key(0), 3), 16, "blank")  # (3, h, w, D)
@@ -233,7 +259,7 @@ def test_candidates_keep_the_judges_pick(runs, guided):
     assert (np.abs(np.diff(cos_PN, axis=1)) > 1e-3).all()  # the candidates differ: the pick is a real choice
     rows = 2 * np.arange(2) + np.argmax(kept["judge_scores"], axis=1)
     np.testing.assert_array_equal(kept["images"], each["images"][rows])
-    np.testing.assert_allclose(kept["scores"], each["scores"][:, rows], rtol=1e-5)
+    np.testing.assert_allclose(kept["scores"], each["scores"][:, rows], rtol=1e-5, atol=1e-6)  # cosines: 1e-6 is rounding
     np.testing.assert_array_equal(kept["progress"], each["progress"][:, rows])
     assert not np.array_equal(kept["images"], each["images"][2 * np.arange(2) + np.argmin(cos_PN, axis=1)])
 
