@@ -259,7 +259,7 @@ def test_candidates_keep_the_judges_pick(runs, guided):
     assert (np.abs(np.diff(cos_PN, axis=1)) > 1e-3).all()  # the candidates differ: the pick is a real choice
     rows = 2 * np.arange(2) + np.argmax(kept["judge_scores"], axis=1)
     np.testing.assert_array_equal(kept["images"], each["images"][rows])
-    np.testing.assert_allclose(kept["scores"], each["scores"][:, rows], rtol=1e-5, atol=1e-6)  # cosines: 1e-6 is rounding
+    np.testing.assert_allclose(kept["scores"], each["scores"][:, rows], rtol=1e-5, atol=1e-6)  # cosines
     np.testing.assert_array_equal(kept["progress"], each["progress"][:, rows])
     assert not np.array_equal(kept["images"], each["images"][2 * np.arange(2) + np.argmin(cos_PN, axis=1)])
 
