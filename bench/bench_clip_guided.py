@@ -27,7 +27,7 @@ from pathlib import Path
 from minimodal.clip_guided import ClipGuided, evaluate
 
 ABLATIONS = {  # what each change of the recipe is worth (train pairs, one run each)
-    "init=random (random codes, not the blank canvas)": {"init": "random"},
+    "init=random (random codes, not the grey blob)": {"init": "random"},
     "tv_weight=0": {"tv_weight": 0.0},
     "cut_min=0.5, noise=0.1": {"cut_min": 0.5, "noise": 0.1},
     "first version: random codes, no TV, cut_min 0.5, noise 0.1": {

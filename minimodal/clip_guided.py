@@ -384,4 +384,4 @@ def evaluate(generator: ClipGuided, split: str = "train", per_pair: int = 2, see
 
 
 __all__ = ["ClipGuided", "cutouts", "evaluate", "generate", "initial_theta", "one_object_prompts", "optimise_jit",
-           "render", "resize_matrix", "resized", "snap"]
+           "render", "resize_matrix", "resized", "snap", "start_image"]
