@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -35,9 +36,10 @@ from flax import nnx
 
 from minimodal.clip_tasks import (ClipPipeline, evaluate_pipeline, linear_probe, retrieval_recall, search,
                                   zero_shot)
-from minimodal.config import TrainConfig
+from minimodal import distributed
+from minimodal.config import TrainConfig, override
 from minimodal.nn import GroupNorm, PatchEmbed, Transformer, causal_mask
-from minimodal.train import Family
+from minimodal.train import Family, fit
 
 MAX_SCALE = 100.0  # the logit scale s is clamped at 100 (CLIP)
 TARGETS = ("identity", "captions", "attributes")
@@ -334,7 +336,17 @@ def sample_grid(model: CLIP, config: Config, tokenizer: Any, rng: jax.Array, wor
 FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, sample_grid=sample_grid,
                 evaluate=evaluate, pipeline=ClipPipeline, per_example_loss=False)
 
+
+def train_for(user: str, path: str | Path, preset: str, overrides: dict[str, Any]) -> Path:
+    """Train CLIP's `preset` (with `overrides`) in `path` for another model that stands on it (`user` says which
+    and why), unless a finished run is there; a run cut off there resumes. Returns `path`."""
+    config, path = override(PRESETS[preset], overrides), Path(path)
+    if not (path / "checkpoints" / str(config.steps)).exists():
+        distributed.say(f"{user}: training CLIP's {preset!r} preset in {path} first")
+        fit(FAMILY, config, path)
+    return path
+
+
 __all__ = ["CLIP", "FAMILY", "GRID_QUERIES", "PRESETS", "ClipPipeline", "Config", "ConvEncoder", "TextEncoder",
            "ViT", "contrastive_loss", "infonce_loss", "positives", "prepare", "linear_probe", "retrieval_recall",
-           "search",
-           "siglip_loss", "zero_shot"]
+           "search", "siglip_loss", "train_for", "zero_shot"]

@@ -6,14 +6,16 @@
             then an ancestral step (all T) or a DDIM step (any sub-sequence), in one compiled `lax.scan`.
 
 The maths of the schedule, targets and samplers lives in `minimodal.diffusion`; the network in
-`minimodal.nn.unet`. Text: CLIP's text encoder (a causal transformer over the shared tokenizer's ids,
-learned from scratch, or started from a trained CLIP's with `text_from_clip=DIR`) gives token features
-(cross-attended at the U-Net's attended levels) and the pooled EOS vector (added to the timestep embedding).
+`minimodal.nn.unet`. Text: CLIP's text encoder (a causal transformer over the shared tokenizer's ids) gives
+token features (cross-attended at the U-Net's attended levels) and the pooled EOS vector (added to the
+timestep embedding). By default it is a trained CLIP's, kept frozen (DALL-E 2's idea: condition on a text
+embedding already aligned with images): `text_from_clip=auto` trains CLIP's fast preset in WORKDIR/clip first
+(~40 s), `text_from_clip=DIR` takes one already trained; `--preset scratch` learns it with the U-Net.
 `conditional=False` trains an unconditional model (e.g. on `digits`).
 
 Legend: B batch, T text tokens, D text width, V vocabulary, H W image side, C channels.
 
-    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~11 min on a 2-core CPU
+    minimodal train ddpm --data shapes --workdir runs/ddpm        # < 5 min on a 2-core CPU, its CLIP included
     minimodal sample ddpm --workdir runs/ddpm "a red circle" "a blue square"
     minimodal eval ddpm --workdir runs/ddpm                        # caption fidelity ≥ 0.8 with guidance
 """
@@ -30,21 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from minimodal import diffusion
+from minimodal import clip, diffusion
 from minimodal.clip import TextEncoder
 from minimodal.config import TrainConfig, checked_options
 from minimodal.data import denormalize_images, load_examples
 from minimodal.nn.unet import UNet
 from minimodal.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from minimodal.train import Family
+from minimodal.train import Family, load_model
 
 SAMPLERS = ("ddim", "dpm++2m", "ancestral")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
-    """DDPM on 16 px shapes (what a 2-core CPU can learn in 20 minutes; see README): the U-Net runs at
-    16×16 and 8×8, attending to itself and to the text at 8×8, trained with min-SNR-5 weights."""
+    """DDPM on 16 px shapes, trained with min-SNR-5 weights: the U-Net runs at 16×16 and 8×8, attending to itself
+    and to the text at 8×8 (these field defaults are the `scratch` preset's and unCLIP's decoder's; the `default`
+    preset is in PRESETS)."""
 
     image_size: int = 16
     steps: int = 2600
@@ -63,7 +66,10 @@ class Config(TrainConfig):
     text_dim: int = 64
     text_depth: int = 2
     text_heads: int = 2
-    text_from_clip: str = ""  # a trained CLIP's work directory: start from its text encoder (then fine-tune it)
+    # start the text encoder from a trained CLIP's: its work directory, or "auto" (WORKDIR/clip, where CLIP's
+    # `clip_preset` is trained first on this run's data); "": learn it from scratch with the U-Net
+    text_from_clip: str = ""
+    clip_preset: str = "fast"  # CLIP's 16 px preset: 300 steps, ~40 s on a 2-core CPU, 99.7% zero-shot
     freeze_text: bool = False  # with text_from_clip: keep that text encoder as CLIP trained it (no fine-tuning)
     cond_drop: float = 0.1  # P(caption -> empty caption) in training, for classifier-free guidance
     # diffusion
@@ -81,21 +87,26 @@ class Config(TrainConfig):
     sampling_keys: ClassVar[frozenset[str]] = frozenset({"sampler", "sample_steps", "guidance", "eval_prompts"})
 
 
+# About five minutes on a 2-core CPU, CLIP included: the text encoder of a CLIP trained first and kept frozen
+# (one learnt from scratch needed 83k images for what this reads from 48k), batch 16 (1.6x the steps per second
+# of batch 32, about the same images per second: more updates per image), no attention but the middle's, a
+# higher rate and a short EMA for a short run (bench/results/ddpm.md, "Five minutes")
+_FROZEN_CLIP = Config(steps=3000, batch_size=16, lr=5e-3, ema_decay=0.98, attention_levels=(), context_length=16,
+                      text_dim=96, text_heads=4, text_from_clip="auto", freeze_text=True)
+
 PRESETS: dict[str, Config] = {
-    # micro_batches=4: 1.25-1.38x the steps per second on a 2-core CPU, the same fidelity over three training
-    # seeds (bench/results/ddpm.md); measured on the CPU only: micro_batches=1 is the whole-batch step
-    "default": Config(micro_batches=4),
+    "default": _FROZEN_CLIP,
     # tiny and tour: the text encoder of CLIP's preset of the same name (the tour starts from its CLIP's)
     "tiny": Config(n_train=512, steps=20, batch_size=8, channels=(16, 32), num_heads=2, context_length=16,
                    text_dim=32, text_depth=1, text_heads=2, diffusion_steps=50, sample_steps=5, warmup_steps=2,
                    log_every=5, checkpoint_every=10, eval_prompts=8, attention_levels=()),
     "tour": Config(steps=1500, eval_prompts=60, context_length=16, text_dim=96, text_heads=4),
-    # the fast tour's: batch 16 (1.6× the steps per second of batch 32, about the same images per second: more
-    # updates per image), no attention but the middle's, a higher rate and a short EMA for a short run
-    # (bench/results/ddpm.md, "A DDPM for the fast tour"); 1700 steps: what fits beside DALL-E's training in
-    # the fast tour, where the two train side by side (bench/results/trainer.md, "Two trainings side by side")
-    "fast": Config(steps=1700, batch_size=16, lr=5e-3, ema_decay=0.98, attention_levels=(), eval_prompts=60,
-                   context_length=16, text_dim=96, text_heads=4),
+    # the default, shorter: 1700 steps fit beside DALL-E's training in the fast tour, where the two train side by
+    # side (bench/results/trainer.md, "Two trainings side by side"); the tour gives it its own CLIP
+    "fast": dataclasses.replace(_FROZEN_CLIP, steps=1700, eval_prompts=60),
+    # the default of 2026-12-04: the text encoder learnt from scratch, attention at 8×8 too; 2600 steps of batch
+    # 32 in four slices (micro_batches=4: 1.25-1.38x the steps per second on a 2-core CPU), 10-13 min
+    "scratch": Config(micro_batches=4),
     "gpu": Config(image_size=32, steps=20_000, batch_size=256, lr=1e-3, channels=(128, 256), num_res_blocks=2,
                   attention_levels=(1,), text_dim=128, text_heads=4, diffusion_steps=1000, ema_decay=0.9995,
                   eval_prompts=1000),
@@ -164,9 +175,11 @@ def check_config(config: Config) -> None:
         raise ValueError(f"sampler={config.sampler!r}; choose one of {SAMPLERS}")
     if config.min_snr_gamma < 0:
         raise ValueError(f"min_snr_gamma must be > 0 (or 0 for the unweighted loss), got {config.min_snr_gamma}")
-    if config.freeze_text and not (config.text_from_clip and config.conditional):
+    if config.freeze_text and config.conditional and not config.text_from_clip:
         raise ValueError("freeze_text keeps the text encoder that text_from_clip gives: pass text_from_clip=CLIP_DIR "
-                         "(and a conditional model)")
+                         "or text_from_clip=auto (or freeze_text=false to learn the text encoder from scratch)")
+    if config.text_from_clip == "auto" and config.clip_preset not in clip.PRESETS:
+        raise ValueError(f"clip_preset={config.clip_preset!r}; choose one of {', '.join(clip.PRESETS)}")
     if not 0.0 <= config.cond_drop <= 1.0:
         raise ValueError(f"cond_drop must be a probability, got {config.cond_drop}")
     side = config.patch * 2 ** (len(config.channels) - 1)
@@ -183,24 +196,52 @@ def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> DDPM:
     return DDPM(config, tokenizer.vocab_size, rngs)
 
 
-def warm_start(model: DDPM, config: Config, tokenizer: Any) -> None:
+def clip_dir(config: Config, workdir: str | Path) -> Path | None:
+    """The CLIP whose text encoder a conditional DDPM starts from (`text_from_clip`; "auto": WORKDIR/clip), or None."""
+    if not (config.text_from_clip and config.conditional):
+        return None
+    return Path(workdir) / "clip" if config.text_from_clip == "auto" else Path(config.text_from_clip)
+
+
+def _load_clip(path: Path):
+    family, clip_model, clip_config, clip_tokenizer = load_model(path)
+    if family.name != "clip":
+        raise ValueError(f"text_from_clip={str(path)!r} holds a {family.name!r} model, not CLIP")
+    return clip_model, clip_config, clip_tokenizer
+
+
+def text_tokenizer(config: Config, workdir: str | Path) -> Any:
+    """The tokenizer of the CLIP the text encoder comes from (None without one: the trainer makes one from the
+    captions). With text_from_clip="auto", CLIP's `clip_preset` is trained on this run's data in WORKDIR/clip
+    first (resumed if a run there was cut short; kept and reused once finished)."""
+    path = clip_dir(config, workdir)
+    if path is None:
+        return None
+    if config.text_from_clip == "auto":  # a text encoder the size of this DDPM's, trained on its data
+        clip.train_for("text_from_clip=auto (the DDPM reads captions through CLIP's text encoder)", path,
+                       config.clip_preset, {
+                           "data": config.data, "seed": config.seed, "n_train": config.n_train,
+                           "image_size": config.image_size, "context_length": config.context_length,
+                           "text_width": config.text_dim, "text_depth": config.text_depth,
+                           "text_heads": config.text_heads})
+    return _load_clip(path)[2]
+
+
+def warm_start(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path) -> None:
     """With `text_from_clip`, copy that trained CLIP's text encoder into the fresh model (DALL-E 2's idea:
     condition the generator on a text embedding already aligned with images)."""
-    if not config.text_from_clip or model.text is None:
+    path = clip_dir(config, workdir)
+    if path is None or model.text is None:
         return
-    from minimodal.train import load_model
-
-    family, clip_model, clip_config, clip_tokenizer = load_model(config.text_from_clip)
-    if family.name != "clip":
-        raise ValueError(f"text_from_clip={config.text_from_clip!r} holds a {family.name!r} model, not CLIP")
+    clip_model, clip_config, clip_tokenizer = _load_clip(path)
     if clip_tokenizer.merges != tokenizer.merges:
-        raise ValueError(f"the CLIP in {config.text_from_clip!r} uses another tokenizer: train the DDPM on the "
-                         "same data, n_train, seed and vocab_size as that CLIP")
+        raise ValueError(f"the CLIP in {str(path)!r} uses another tokenizer: the DDPM must read its captions with "
+                         "that CLIP's (the trainer does, through `text_tokenizer`)")
     wanted = dict(context_length=clip_config.context_length, text_dim=clip_config.text_width,
                   text_depth=clip_config.text_depth, text_heads=clip_config.text_heads)
     mismatched = {k: v for k, v in wanted.items() if getattr(config, k) != v}
     if mismatched:
-        raise ValueError(f"the text encoder of {config.text_from_clip!r} needs "
+        raise ValueError(f"the text encoder of {str(path)!r} needs "
                          + " ".join(f"{k}={v}" for k, v in mismatched.items()))
     nnx.update(model.text, nnx.state(clip_model.text_encoder))
 
@@ -409,4 +450,5 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
 
 
 FAMILY = Family(name="ddpm", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,
-                warm_start=warm_start, sample_grid=sample_grid, evaluate=evaluate, pipeline=pipeline)
+                text_tokenizer=text_tokenizer, warm_start=warm_start, sample_grid=sample_grid, evaluate=evaluate,
+                pipeline=pipeline)

@@ -81,10 +81,10 @@ class Family:
     build(config, tokenizer, rngs) -> nnx.Module
     loss_fn(model, batch, rng) -> (scalar loss, {name: scalar}); pure, jit-able, no host sync.
         `batch` is the pipeline's dict (images float32 (B,H,W,3) in [-1,1], tokens int32 (B,T), extras).
-    text_tokenizer(config, workdir) -> Tokenizer      optional: the tokenizer to use instead of training one on the
-        captions (unCLIP: its CLIP's, whose text embeddings it learns from)
+    text_tokenizer(config, workdir) -> Tokenizer | None   optional: the tokenizer to use instead of training one on
+        the captions (unCLIP, a DDPM reading CLIP's text encoder: that CLIP's; None: train one)
     prepare(config, examples, tokenizer, workdir) -> examples     optional: add arrays (e.g. image tokens)
-    warm_start(model, config, tokenizer) -> None     optional: set some weights before step 0 of a fresh run
+    warm_start(model, config, tokenizer, workdir) -> None   optional: set some weights before step 0 of a fresh run
     sample_grid(model, config, tokenizer, rng, workdir) -> uint8 (N,H,W,3)   optional: periodic PNG grids
     evaluate(model, config, tokenizer, workdir) -> {name: float}   optional: `minimodal eval` + periodic
     pipeline(model, config, tokenizer, workdir) -> object          what `minimodal.load(workdir)` returns
@@ -428,7 +428,7 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
         resuming = bool(checkpoints.steps())  # a checkpoint will replace every array: build only their shapes
         model = build_model(family, config, tokenizer, config.seed, abstract=resuming)
         if not resuming and family.warm_start is not None:
-            family.warm_start(model, config, tokenizer)
+            family.warm_start(model, config, tokenizer, workdir)
         tx, groups = make_optimizer(config), group_optimizers(family, model, config)
         graphdef, state = _initial_state(model, tx, config, groups, abstract=resuming, sharding=replicated)
         start, restored = checkpoints.restore_newest(state, set_damaged_aside=True)

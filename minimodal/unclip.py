@@ -110,11 +110,8 @@ def text_tokenizer(config: Config, workdir: str | Path):
 
     path = clip_dir(config, workdir)
     if not config.clip:
-        preset = override(clip.PRESETS[config.clip_preset], {
+        clip.train_for("no clip=DIR given", path, config.clip_preset, {
             "data": config.data, "seed": config.seed, "n_train": config.n_train, "image_size": config.image_size})
-        if not (path / "checkpoints" / str(preset.steps)).exists():
-            distributed.say(f"no clip=DIR given: training CLIP's {config.clip_preset!r} preset in {path} first")
-            fit(clip.FAMILY, preset, path)
     pipeline = load_clip(config, workdir)
     distributed.say(f"unCLIP uses the CLIP in {path} ({pipeline.config.image_size} px, E = {config.embed_dim})")
     return pipeline.tokenizer

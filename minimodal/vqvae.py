@@ -580,9 +580,9 @@ def discriminator_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.disc_lr, b1=0.5, b2=0.9))
 
 
-def warm_start(model, config: Config, tokenizer: Any) -> None:
+def warm_start(model, config: Config, tokenizer: Any, workdir: str | Path) -> None:
     """With `perceptual_clip`, copy that trained CLIP's image encoder into the frozen perceptual network."""
-    del tokenizer
+    del tokenizer, workdir
     if getattr(model, "perceptual", None) is None:
         return
     from minimodal.train import load_model

@@ -150,8 +150,10 @@ show(pipe.generate(prompts, seed=0, prior="text"), "text embedding -> decoder (b
 
 # %% [markdown]
 # Graded by the exact grader on typed prompts ("a red circle", "a large blue cross": colour and shape must
-# match; `size` is over the prompts that name one), beside the DDPM of lesson 04 — the same U-Net reading the
-# caption through its own text encoder, trained about as long:
+# match; `size` is over the prompts that name one), beside the DDPM of lesson 04. In the recorded run
+# (2026-12-02) that was the DDPM's default of the day — the same U-Net as the decoder, reading the caption
+# through its own text encoder, trained about as long (now `--preset scratch`); the default since 2026-12-05
+# reads the caption through a frozen CLIP text encoder instead (lesson 04), so a re-run compares against that.
 
 # %%
 seed = 10_000

@@ -14,8 +14,8 @@
 # # 06 · VQGAN + CLIP: drawing by optimising a picture against CLIP
 #
 # **Expected run time:** about 8 minutes on a 2-core CPU once the runs below exist (training them here
-# instead adds their training times, measured 2026-12-03: CLIP 2.5 min, VQ-VAE 3.3, VQGAN 6.6, DALL-E 13 with
-# its image tokenizer, DDPM 11); fast mode (`MINIMODAL_FAST=1`, tiny models trained in the lesson that learn
+# instead adds their training times, measured 2026-12-03/05: CLIP 2.5 min, VQ-VAE 3.3, VQGAN 6.6, DALL-E 14 with
+# its image tokenizer and reranking CLIP, DDPM 5 with its CLIP); fast mode (`MINIMODAL_FAST=1`, tiny models trained in the lesson that learn
 # nothing useful): about a minute.
 #
 #     minimodal train clip --data shapes --workdir runs/clip
@@ -403,7 +403,10 @@ if not FAST:
     ddpm_run = fit(ddpm.FAMILY, ddpm_config, workdir("ddpm", PRESET), progress=False)
     dalle_pipe = dalle.pipeline(dalle_run.model, dalle_config, dalle_run.tokenizer, workdir("dalle", PRESET))
     ddpm_pipe = ddpm.pipeline(ddpm_run.model, ddpm_config, ddpm_run.tokenizer, workdir("ddpm", PRESET))
-    methods["DALL-E (token by token)"] = lambda seed: dalle_pipe.generate(PROMPTS, seed=seed)
+    methods["DALL-E (token by token)"] = lambda seed: dalle_pipe.generate(PROMPTS, seed=seed, candidates=1)
+    if dalle_pipe.reranker is not None:  # the default run's CLIP (runs/dalle/clip) keeps the best of 8 samples
+        methods[f"DALL-E, best of {dalle_config.candidates} by CLIP"] = (
+            lambda seed: dalle_pipe.generate(PROMPTS, seed=seed))
     methods[f"DDPM ({ddpm_config.sampler}, {ddpm_config.sample_steps} steps)"] = (
         lambda seed: ddpm_pipe.generate(PROMPTS, seed=seed))
 
@@ -458,8 +461,8 @@ print(f"lesson wall time so far: {time.perf_counter() - t_start:.0f} s")
 # %% [markdown]
 # ## What you should have seen
 #
-# Full run, 2026-12-05, 2-core CPU, 5.9 minutes on a quiet machine with the five runs trained beforehand (the
-# README's commands that day: CLIP 2.4 min, VQGAN 5.7, DALL-E 12.2; VQ-VAE 4.1 and DDPM 11.1 sharing the CPU):
+# Full run, 2026-12-05, 2-core CPU, 6.0 minutes on a quiet machine with the five runs trained beforehand (the
+# README's commands that day: CLIP 2.4 min, VQGAN 5.7, VQ-VAE 4.1; DALL-E 14.0 and DDPM 5.0, each with its CLIP):
 #
 # - **Section 1.** The VQGAN matches the plain VQ-VAE of the same size on every measure on fresh images: PSNR
 #   31.82 dB against 31.52, 100% of the 512 codes used (perplexity 220 against 217), edge ratio 1.47 against
@@ -477,9 +480,10 @@ print(f"lesson wall time so far: {time.perf_counter() - t_start:.0f} s")
 #   the VQGAN: fidelity 90% with cut-outs; without cut-outs even the VQGAN route is fooled (0.954, 45%).
 #   Held-out pairs: 3 of 4.
 # - **Section 5.** Over 20 prompts × 3 seeds: CLIP-guided through the VQGAN 90% at 2.5 s per image, raw pixels
-#   43% at 2.1 s, DALL-E (the 128-code default) 92% at 0.015 s, DDPM (DPM-Solver++(2M), 10 steps) 100% at
-#   0.034 s. Diversity across seeds is lowest for the two CLIP-guided routes (0.063 and 0.058, against 0.223
-#   for DALL-E and 0.264 for DDPM): every seed starts from the same grey blob in the same place and only the
+#   43% at 2.1 s, DALL-E one sample per prompt 92% at 0.014 s and the best of 8 by its CLIP (its default) 93% at
+#   0.076 s, the DDPM (the five-minute default, DPM-Solver++(2M), 10 steps) 95% at 0.028 s. Diversity across
+#   seeds is lowest for the two CLIP-guided routes (0.063 and 0.058, against 0.22 for DALL-E either way and 0.26
+#   for DDPM): every seed starts from the same grey blob in the same place and only the
 #   cut-outs differ. A generator trained on captions is two orders of magnitude faster per picture and draws
 #   more varied pictures; guidance by a CLIP needs no captioned generator at all, and that was its appeal.
 #

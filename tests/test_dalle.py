@@ -1,6 +1,9 @@
-"""DALL-E's transformer: positions, the joint causal stream, loss weighting, filters, cached sampling."""
+"""DALL-E's transformer: positions, the joint causal stream, loss weighting, filters, cached sampling, reranking."""
 
 from __future__ import annotations
+
+import dataclasses
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -217,3 +220,30 @@ def test_downsample_sets_the_grid_and_must_match_the_image_tokenizer(tmp_path):
     fit(vqvae.FAMILY, override(vqvae.PRESETS["tiny"], {"steps": 2}), tmp_path / "tok", progress=False)  # 4 px
     with pytest.raises(ValueError, match="4 px per token.*downsample=2"):
         dalle.load_image_tokenizer(override(c, {"image_tokenizer": str(tmp_path / "tok")}), tmp_path)
+
+
+def test_clip_workdir_auto_trains_a_clip_that_reranks_by_default(tmp_path, capsys):
+    """clip_workdir=auto: `train dalle` trains CLIP's `clip_preset` in WORKDIR/clip first; the loaded pipeline
+    keeps, of `candidates` samples per prompt, the one that CLIP scores highest (checked by hand), and samples
+    plainly with candidates=1."""
+    from minimodal import load
+    from minimodal.train import fit
+
+    config = override(TINY, {"steps": 2, "checkpoint_every": 2, "clip_workdir": "auto", "clip_preset": "tiny"})
+    fit(dalle.FAMILY, config, tmp_path, progress=False)
+    assert "training CLIP's 'tiny' preset in" in capsys.readouterr().err
+    pipe = load(tmp_path)
+    assert pipe.reranker is not None and pipe.reranker.config.image_size == TINY.image_size
+    prompts, n = ["a red circle", "a blue cross"], 3
+    kept = pipe.generate(prompts, seed=3, candidates=n)
+    drawn = pipe.generate([p for p in prompts for _ in range(n)], seed=3, candidates=1)  # the same draws, plainly
+    cos_PN = np.einsum("pne,pe->pn", pipe.reranker.embed_images(drawn).reshape(len(prompts), n, -1),
+                       pipe.reranker.embed_texts(prompts))
+    np.testing.assert_array_equal(kept, drawn.reshape(len(prompts), n, *drawn.shape[1:])[[0, 1], cos_PN.argmax(1)])
+    np.testing.assert_array_equal(pipe.generate(prompts, seed=3, candidates=1),
+                                  dataclasses.replace(pipe, reranker=None).generate(prompts, seed=3))
+    shutil.rmtree(tmp_path / "clip")
+    with pytest.raises(FileNotFoundError, match="no CLIP at .* to rerank"):
+        load(tmp_path)
+    with pytest.raises(ValueError, match="clip_preset='huge'"):
+        override(config, {"clip_preset": "huge"})

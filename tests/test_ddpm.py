@@ -417,15 +417,19 @@ def test_bad_configs_are_refused(tokenizer):
 
 
 def test_presets_and_parameter_counts(tokenizer):
-    assert ddpm.PRESETS["default"] == dataclasses.replace(ddpm.Config(), micro_batches=4)
-    assert set(ddpm.PRESETS) >= {"default", "tiny", "tour", "gpu"}
+    default = ddpm.PRESETS["default"]
+    assert (default.text_from_clip, default.freeze_text, default.clip_preset) == ("auto", True, "fast")
+    assert ddpm.PRESETS["fast"] == dataclasses.replace(default, steps=1700, eval_prompts=60)
+    assert ddpm.PRESETS["scratch"] == dataclasses.replace(ddpm.Config(), micro_batches=4)  # the 2026-12-04 default
+    assert set(ddpm.PRESETS) >= {"default", "tiny", "tour", "fast", "scratch", "gpu"}
 
     def count(name):
         abstract = nnx.eval_shape(lambda: ddpm.build(ddpm.PRESETS[name], tokenizer, nnx.Rngs(0)))
         return sum(p.size for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
     assert count("tiny") == 206_723  # with this 280-id vocabulary
-    assert count("default") == 951_107
+    assert count("scratch") == 951_107
+    assert count("default") == 991_427  # the text encoder (CLIP's, frozen) included
 
 
 def test_evaluate_grades_every_setting_and_saves_what_it_graded(tiny, tokenizer, tmp_path):
@@ -462,16 +466,40 @@ def test_warm_start_copies_a_trained_clips_text_encoder(tokenizer, tmp_path):
                                  context_length=clip_config.context_length, text_dim=clip_config.text_width,
                                  text_depth=clip_config.text_depth, text_heads=clip_config.text_heads)
     model = ddpm.build(config, trained.tokenizer, nnx.Rngs(0))
-    ddpm.warm_start(model, config, trained.tokenizer)
+    ddpm.warm_start(model, config, trained.tokenizer, tmp_path / "ddpm")
     theirs = jax.tree.leaves(nnx.state(trained.model.text_encoder))
     for ours, their in zip(jax.tree.leaves(nnx.state(model.text)), theirs, strict=True):
         np.testing.assert_array_equal(ours, their)
     with pytest.raises(ValueError, match="text_dim=32"):
-        ddpm.warm_start(model, dataclasses.replace(config, text_dim=16), trained.tokenizer)
+        ddpm.warm_start(model, dataclasses.replace(config, text_dim=16), trained.tokenizer, tmp_path)
     with pytest.raises(ValueError, match="another tokenizer"):
-        ddpm.warm_start(model, config, tokenizer)
+        ddpm.warm_start(model, config, tokenizer, tmp_path)
     with pytest.raises(FileNotFoundError, match="not a minimodal work directory"):
-        ddpm.warm_start(model, dataclasses.replace(config, text_from_clip=str(tmp_path)), trained.tokenizer)
+        ddpm.warm_start(model, dataclasses.replace(config, text_from_clip=str(tmp_path)), trained.tokenizer, tmp_path)
+
+
+def test_text_from_clip_auto_trains_a_clip_first_then_reads_through_it_frozen(tmp_path, capsys):
+    """text_from_clip=auto: CLIP's `clip_preset` is trained on the DDPM's data in WORKDIR/clip (text encoder sized
+    as the DDPM's), its tokenizer is the DDPM's, its text encoder is copied in and kept; a longer run resumes
+    without training the CLIP again."""
+    from minimodal import train
+
+    config = dataclasses.replace(ddpm.PRESETS["tiny"], steps=2, n_train=64, checkpoint_every=2, lr=1e-2,
+                                 text_from_clip="auto", freeze_text=True, clip_preset="tiny")
+    trained = train.fit(ddpm.FAMILY, config, tmp_path, progress=False)
+    assert "training CLIP's 'tiny' preset in" in capsys.readouterr().err
+    clip_family, clip_model, clip_config, clip_tokenizer = train.load_model(tmp_path / "clip")
+    assert clip_family.name == "clip" and (clip_config.n_train, clip_config.text_width) == (64, config.text_dim)
+    assert trained.tokenizer.merges == clip_tokenizer.merges
+    for ours, theirs in zip(jax.tree.leaves(nnx.state(trained.model.text)),
+                            jax.tree.leaves(nnx.state(clip_model.text_encoder)), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    longer = train.fit(ddpm.FAMILY, dataclasses.replace(config, steps=4, checkpoint_every=4), tmp_path,
+                       progress=False)
+    assert "training CLIP" not in capsys.readouterr().err and longer.step == 4
+    with pytest.raises(ValueError, match="clip_preset='huge'"):
+        ddpm.check_config(dataclasses.replace(config, clip_preset="huge"))
+    ddpm.check_config(dataclasses.replace(config, conditional=False))  # nothing to read text with: nothing frozen
 
 
 def test_freeze_text_trains_the_unet_around_clips_text_encoder_left_as_it_was(tmp_path):

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minimodal import cli, tour
@@ -37,11 +39,14 @@ def test_smoke_tour_writes_a_report_and_resumes(tmp_path, capsys):
     assert cli.main(["tour", "--smoke", "--workdir", str(workdir)]) == 0  # finished stages are skipped
     assert capsys.readouterr().out.count("done earlier, skipping") == 3
 
-    # `minimodal eval` of the tour's DALL-E grades full captions and typed prompts, per shape and held out
+    # `minimodal eval` of the tour's DALL-E grades full captions and typed prompts, per shape and held out,
+    # plainly sampled and (given a CLIP) reranked
     family, model, config, tokenizer = load_model(workdir / "dalle")
-    graded = family.evaluate(model, dataclasses.replace(config, eval_n=12), tokenizer, workdir / "dalle")
-    assert {"fidelity", "fidelity_holdout", "fidelity_typed", "size_typed", "fidelity_typed_holdout"} <= set(graded)
-    assert any(key.startswith("fidelity_typed_") and key != "fidelity_typed_holdout" for key in graded)
+    config = dataclasses.replace(config, eval_n=12, candidates=2, clip_workdir=str(workdir / "clip"))
+    graded = family.evaluate(model, config, tokenizer, workdir / "dalle")
+    typed = {"fidelity_typed", "size_typed", "fidelity_typed_holdout", "fidelity_typed_cross"}
+    assert {"fidelity", "fidelity_holdout", "fidelity_rerank", "fidelity_holdout_rerank"} <= set(graded)
+    assert typed | {key + "_rerank" for key in typed} <= set(graded)
     assert all(0 <= value <= 1 for value in graded.values() if value == value)  # size_typed may be NaN
 
 
@@ -149,3 +154,25 @@ def test_every_tour_mode_names_presets_that_fit_together(mode):
         clip_config.n_train, clip_config.seed, clip_config.vocab_size)  # the same captions: the same tokenizer
     if mode == "fast":
         assert {clip_config.image_size, dalle_config.image_size, ddpm_config.image_size} == {16}
+
+
+def test_tour_picture_sets_the_two_grids_side_by_side(tmp_path):
+    """docs/tour_picture.py (the README's top picture): DALL-E's grid, a white gap, the DDPM's grid, top-aligned."""
+    import importlib.util
+
+    from PIL import Image
+
+    script = Path(__file__).parents[1] / "docs" / "tour_picture.py"
+    spec = importlib.util.spec_from_file_location("tour_picture", script)
+    picture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(picture)
+    dalle_grid, ddpm_grid = np.full((6, 4, 3), 10, np.uint8), np.full((5, 3, 3), 200, np.uint8)
+    Image.fromarray(dalle_grid).save(tmp_path / "dalle_grid.png")
+    with pytest.raises(FileNotFoundError, match="ddpm_grid.png"):
+        picture.compose(tmp_path)
+    Image.fromarray(ddpm_grid).save(tmp_path / "ddpm_grid.png")
+    canvas = picture.compose(tmp_path)
+    assert canvas.shape == (6, 4 + picture.GAP + 3, 3)
+    np.testing.assert_array_equal(canvas[:, :4], dalle_grid)
+    assert (canvas[:, 4:4 + picture.GAP] == 255).all() and (canvas[5:, 4 + picture.GAP:] == 255).all()
+    np.testing.assert_array_equal(canvas[:5, 4 + picture.GAP:], ddpm_grid)
