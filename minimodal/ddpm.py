@@ -15,7 +15,7 @@ embedding already aligned with images): `text_from_clip=auto` trains CLIP's fast
 
 Legend: B batch, T text tokens, D text width, V vocabulary, H W image side, C channels.
 
-    minimodal train ddpm --data shapes --workdir runs/ddpm        # < 5 min on a 2-core CPU, its CLIP included
+    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~5 min on a 2-core CPU, its CLIP included
     minimodal sample ddpm --workdir runs/ddpm "a red circle" "a blue square"
     minimodal eval ddpm --workdir runs/ddpm                        # caption fidelity ≥ 0.8 with guidance
 """

@@ -147,26 +147,27 @@ assert sim.shape == (3, 3)
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`python -m minimodal.publish lessons 00`, 2026-12-04 night, 2-core
-# CPU, full mode, one job at a time: 5.5 minutes).
+# From the run recorded in this notebook (`python -m minimodal.publish lessons 00`, 2026-12-05, 2-core
+# CPU, full mode, one job at a time: 4.9 minutes).
 # Yours should match where a seed fixes the result; timings vary with the machine.
 #
 # - 12 shapes with their captions; the grader reads colour and shape back correctly on **12 of 12**.
 # - Pixels seen by the models range from **-1.0** to **0.80** (in the first two images).
 # - "a large red circle at the top left" becomes **12 ids**, `BOS` = 1 first and `EOS` = 2 last.
-# - The fast tour trains every model at 16 px and grades it in about **5.4 minutes** here (CLIP 0.8 min; then
-#   DALL-E's tokenizer and transformer, 4.6 min, side by side with the DDPM, 4.1 min, each in its own process on
+# - The fast tour trains every model at 16 px and grades it in about **4.9 minutes** here (CLIP 0.6 min; then
+#   DALL-E's tokenizer and transformer, 4.2 min, side by side with the DDPM, 3.5 min, each in its own process on
 #   one core, each with its grading; this machine's speed varies by up to a quarter between runs). CLIP reaches
 #   **99.7%** zero-shot (24-way; 52.5% on held-out pairs), and the 3 × 3 image–caption similarities have a
 #   bright diagonal (0.94, 0.91, 0.94 against −0.13 … 0.54 off it).
 # - The generators have learnt colour nearly everywhere and most shapes: on 80 prompts "a {colour} {shape}"
-#   DALL-E draws **62.5%** right (circles 70%, squares 75%, triangles 70%, crosses 35%; 81.2% when CLIP picks
-#   the best of 8; 66.2% on full training-style captions), the DDPM **92.5%** (circles 100%, squares 95%,
-#   triangles 95%, crosses 80%; full captions 85.0%). In the grids, DALL-E's shapes are soft (its 4 × 4 token
-#   grid) but mostly readable; the DDPM's are clean, a few on a still-noisy background. The DDPM reads the prompt
-#   through CLIP's text encoder kept as CLIP trained it (`freeze_text`): fine-tuned along with the U-Net, as the
-#   tour did before, the same 1700 steps gave 48.8% (README, "The tour"). Held-out pairs ("a red
-#   triangle", the grids' last row) are harder: 25.0% and 56.2%.
-# - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for about 15 minutes and
-#   reaches **100.0%** zero-shot and **86.2%** / **93.1%** fidelity (2026-12-05; README, "The tour"); the standalone
-#   defaults reach 95% (DALL-E; 90% on typed prompts) and 96% (DDPM).
+#   DALL-E draws **81.2%** right as it draws by default, the best of 8 samples by the tour's CLIP (circles 85%,
+#   squares 90%, triangles 85%, crosses 65%; 71.2% on full training-style captions; **62.5%** from one sample
+#   each), the DDPM **92.5%** (circles 100%, squares 95%, triangles 95%, crosses 80%; full captions 85.0%). In
+#   the grids, DALL-E's shapes are soft (its 4 × 4 token grid) but mostly readable; the DDPM's are clean, a few
+#   on a still-noisy background. The DDPM reads the prompt through CLIP's text encoder kept as CLIP trained it
+#   (`freeze_text`): fine-tuned along with the U-Net, as the tour did before, the same 1700 steps gave 48.8%
+#   (README, "The tour"). Held-out pairs ("a red triangle", the grids' last row) are harder: 12.5% and 56.2%.
+# - That is what the full tour adds: `make tour` trains the `tour` presets (DALL-E at 32 px) for about 16 minutes and
+#   reaches **100.0%** zero-shot and **91.9%** (DALL-E, best of 8; 86.2% from one sample) / **93.1%** (DDPM)
+#   fidelity (2026-12-05; README, "The tour"); the standalone defaults reach 97% of typed prompts (DALL-E, best
+#   of 8 by its own CLIP, 14 minutes) and 94–96% (the DDPM, 5 minutes).

@@ -69,8 +69,8 @@ def test_warm_start_sets_weights_of_a_fresh_run_only(tmp_path):
     """`Family.warm_start` runs before step 0 (its weights are what training starts from), never on resume."""
     calls = []
 
-    def warm_start(model, config, tokenizer):
-        calls.append(config.steps)
+    def warm_start(model, config, tokenizer, workdir):
+        calls.append((config.steps, workdir))
         model.linear.bias[...] = jnp.array([5.0, 0.0, 0.0])
 
     family = dataclasses.replace(FAMILY, warm_start=warm_start)
@@ -78,7 +78,7 @@ def test_warm_start_sets_weights_of_a_fresh_run_only(tmp_path):
     trained = train.fit(family, config, tmp_path, examples=toy_examples(), progress=False)
     np.testing.assert_allclose(trained.model.linear.bias[...], [5.0, 0.0, 0.0], atol=1e-3)
     train.fit(family, dataclasses.replace(config, steps=2), tmp_path, examples=toy_examples(), progress=False)
-    assert calls == [1]
+    assert calls == [(1, tmp_path)]  # once, told the work directory
 
 
 # SIGKILL at random points (inside checkpoint writes too) -> bitwise resumption: tests/test_faults.py
