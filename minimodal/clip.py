@@ -337,6 +337,14 @@ FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, sample
                 evaluate=evaluate, pipeline=ClipPipeline, per_example_loss=False)
 
 
+def workdir_for(setting: str, workdir: str | Path) -> Path | None:
+    """Where the CLIP another model stands on lives, from that model's setting: "auto" -> WORKDIR/clip (trained
+    there by `train_for`), a path -> that path, "" -> None (no CLIP)."""
+    if not setting:
+        return None
+    return Path(workdir) / "clip" if setting == "auto" else Path(setting)
+
+
 def train_for(user: str, path: str | Path, preset: str, overrides: dict[str, Any]) -> Path:
     """Train CLIP's `preset` (with `overrides`) in `path` for another model that stands on it (`user` says which
     and why), unless a finished run is there; a run cut off there resumes. Returns `path`."""
@@ -349,4 +357,4 @@ def train_for(user: str, path: str | Path, preset: str, overrides: dict[str, Any
 
 __all__ = ["CLIP", "FAMILY", "GRID_QUERIES", "PRESETS", "ClipPipeline", "Config", "ConvEncoder", "TextEncoder",
            "ViT", "contrastive_loss", "infonce_loss", "positives", "prepare", "linear_probe", "retrieval_recall",
-           "search", "siglip_loss", "train_for", "zero_shot"]
+           "search", "siglip_loss", "train_for", "workdir_for", "zero_shot"]

@@ -387,8 +387,9 @@ def prepare(config: Config, examples: dict[str, Any], tokenizer: Any, workdir: s
     """Train (or load) the reranking CLIP (clip_workdir=auto) and the image tokenizer; add `image_tokens` int32
     (N, h, w) to the examples."""
     if config.clip_workdir == "auto":
-        clip.train_for("clip_workdir=auto (CLIP reranks DALL-E's samples)", reranker_dir(config, workdir),
-                       config.clip_preset, {"data": config.data, "seed": config.seed, "image_size": config.image_size})
+        clip.train_for("clip_workdir=auto (CLIP reranks DALL-E's samples)",
+                       clip.workdir_for(config.clip_workdir, workdir), config.clip_preset,
+                       {"data": config.data, "seed": config.seed, "image_size": config.image_size})
     if not config.image_tokenizer:
         fit(vqvae.FAMILY, _tokenizer_config(config), Path(workdir) / "image_tokenizer",
             examples={k: v for k, v in examples.items() if k != "image_tokens"}, tokenizer=tokenizer)
@@ -454,17 +455,10 @@ class Pipeline:
         return images_M.reshape(B, candidates, *images_M.shape[1:])[np.arange(B), best_B]
 
 
-def reranker_dir(config: Config, workdir: str | Path) -> Path | None:
-    """Where the run's reranking CLIP is (`clip_workdir`; "auto": WORKDIR/clip), or None."""
-    if not config.clip_workdir:
-        return None
-    return Path(workdir) / "clip" if config.clip_workdir == "auto" else Path(config.clip_workdir)
-
-
 def pipeline(model, config: Config, tokenizer: Any, workdir: str | Path) -> Pipeline:
     from minimodal import load
 
-    path, reranker = reranker_dir(config, workdir), None
+    path, reranker = clip.workdir_for(config.clip_workdir, workdir), None
     if path is not None:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"no CLIP at {path} to rerank this DALL-E's samples: train one (`minimodal train "

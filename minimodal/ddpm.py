@@ -198,9 +198,7 @@ def build(config: Config, tokenizer: Any, rngs: nnx.Rngs) -> DDPM:
 
 def clip_dir(config: Config, workdir: str | Path) -> Path | None:
     """The CLIP whose text encoder a conditional DDPM starts from (`text_from_clip`; "auto": WORKDIR/clip), or None."""
-    if not (config.text_from_clip and config.conditional):
-        return None
-    return Path(workdir) / "clip" if config.text_from_clip == "auto" else Path(config.text_from_clip)
+    return clip.workdir_for(config.text_from_clip, workdir) if config.conditional else None
 
 
 def _load_clip(path: Path):
