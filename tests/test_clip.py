@@ -366,6 +366,23 @@ def test_pipeline_embeds_in_batches_and_validates_input():
         pipe.embed_texts("a red circle")
 
 
+def test_sample_grid_rows_are_each_querys_search_results():
+    """The trainer's grid embeds its pool once for all six queries; row q is `search`'s top 7 for query q."""
+    config = clip.PRESETS["tiny"]
+    tokenizer = Tokenizer.train(shapes.generate(50, seed=3)["captions"], 270)
+    model = clip.build(config, tokenizer, nnx.Rngs(0))
+    rng = jax.random.key(5)
+    grid = clip.sample_grid(model, config, tokenizer, rng)
+    assert grid.shape == (len(clip.GRID_QUERIES) * 7, config.image_size, config.image_size, 3)
+    seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))  # the pool sample_grid draws
+    pool = np.concatenate([shapes.generate(n, config.image_size, seed=seed, split=split)["images"]
+                           for n, split in ((400, "train"), (100, "holdout"))])
+    pipe = ClipPipeline(model, config, tokenizer)
+    for q, query in enumerate(clip.GRID_QUERIES):
+        expected = np.stack([m["image"] for m in search(pipe, pool, query, k=7)])
+        np.testing.assert_array_equal(grid[7 * q:7 * q + 7], expected)
+
+
 # ----------------------------------------------------------------------------- through the trainer
 
 
