@@ -47,14 +47,14 @@ TARGETS = ("identity", "captions", "attributes")
 
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
-    """CLIP on 32 px shapes by default: `minimodal train clip --data shapes`, 350 steps of 128 pairs. On the
-    2-core CPU the whole command takes about 1.8 minutes and reads 99.3-100% 24-way zero-shot on fresh
-    renders, 44-60% on held-out pairs (two seeds; bench/results/clip.md)."""
+    """CLIP on 32 px shapes by default: `minimodal train clip --data shapes`, 400 steps of 128 pairs. On the
+    2-core CPU the whole command takes about 2.0-2.1 minutes and reads ~100% 24-way zero-shot on fresh renders,
+    54-58% on held-out pairs (bench/results/clip.md, "Two minutes: what fewer steps cost")."""
 
-    steps: int = 350
+    steps: int = 400
     batch_size: int = 128
     lr: float = 2e-3
-    warmup_steps: int = 25
+    warmup_steps: int = 50
     weight_decay: float = 0.05
     context_length: int = 16
     log_every: int = 25
@@ -91,9 +91,9 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(steps=30, batch_size=32, n_train=512, image_width=32, image_depth=1, image_heads=2,
                    text_width=32, text_depth=1, text_heads=2, embed_dim=16, warmup_steps=5, log_every=10,
                    checkpoint_every=30, patch=8),
-    "tour": Config(steps=300, warmup_steps=50),
+    "tour": Config(steps=300),
     # the fast tour's: 16 px, so the ViT sees 16 patches instead of 64 (99.7% zero-shot in about a minute; README)
-    "fast": Config(image_size=16, steps=300, warmup_steps=50),
+    "fast": Config(image_size=16, steps=300),
     "gpu": Config(steps=3000, batch_size=512, lr=1e-3, warmup_steps=200, n_train=50_000, context_length=32,
                   image_width=256, image_depth=6, image_heads=8, text_width=256, text_depth=4, text_heads=8,
                   embed_dim=256, log_every=100, checkpoint_every=1000),
