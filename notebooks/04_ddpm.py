@@ -183,21 +183,24 @@ show(np.concatenate([film[frames, i] for i in range(len(prompts))]),
 # constant over the step. **DPM-Solver++(2M)** (Lu et al. 2022) lets it vary linearly in λ instead,
 # through the previous step's prediction: $D = (1 + \tfrac{1}{2r})\hat x_0 - \tfrac{1}{2r}\hat x_0'$, $r = h'/h$,
 # $h = \lambda_\text{prev} - \lambda_t$. Same network calls, a second-order method (a test checks the order
-# against the exact solution for Gaussian data); it is this DDPM's default sampler, at 10 steps. Timing the
+# against the exact solution for Gaussian data); it is this DDPM's default sampler, at 20 steps (the `fast`
+# preset's 10 steps name sizes less reliably: README, "DDPM"). Timing the
 # samplers on the same prompts, and their caption fidelity (the exact grader reads colour and shape back
 # from the pixels):
 
 # %%
 eval_set = shapes.generate(N_PROMPTS, CONFIG.image_size, seed=10_000, split="train")
 compare = eval_set["captions"][:N_COMPARE]
-results = {}
-for sampler, steps in (("ancestral", CONFIG.diffusion_steps), ("ddim", 50), ("ddim", 10), ("dpm++2m", 10)):
+results, grids = {}, []
+for sampler, steps in (("ancestral", CONFIG.diffusion_steps), ("ddim", 50), ("ddim", 10), ("dpm++2m", 10),
+                       ("dpm++2m", 20)):
     pipe.generate(compare, seed=1, sampler=sampler, steps=steps)  # compile for this batch shape
     t0 = time.perf_counter()
     out = pipe.generate(compare, seed=1, sampler=sampler, steps=steps)
     seconds = time.perf_counter() - t0
     results[f"{sampler}-{steps}"] = (seconds / N_COMPARE, caption_fidelity(out, eval_set["objects"][:N_COMPARE]))
-    show(out, f"{sampler}-{steps}", ncols=16, figsize=(12, 2))
+    grids.append(out)
+show(np.concatenate(grids), "rows: " + ", ".join(results), ncols=N_COMPARE, figsize=(10, 4))
 print("| sampler | s / image | caption fidelity |\n| --- | --- | --- |")
 for name, (s, fid) in results.items():
     print(f"| {name} | {s:.3f} | {fid:.2f} |")
@@ -277,23 +280,25 @@ show(out[:16], "held-out prompts: " + " | ".join(held["captions"][:4]) + " ...",
 # %% [markdown]
 # ## What you should have seen
 #
-# From the run recorded in this notebook (`python -m minimodal.publish lessons 04`, 2026-12-05, 2-core CPU,
-# 102 s on a quiet machine, after `runs/ddpm` was trained by the command at the top: 5.0 minutes, its CLIP
-# included). Seeds fix the samples, so your numbers should be close; the timings depend on the machine.
+# From the run recorded in this notebook (`python -m minimodal.publish lessons 04`, 2026-12-05 afternoon, 2-core
+# CPU, 1.9 minutes on a quiet machine, after `runs/ddpm` was trained by the command at the top: 5.0 minutes, its
+# CLIP included). Seeds fix the samples, so your numbers should be close; the timings depend on the machine.
 #
 # - The model: 3000 steps of batch 16, T = 500 with the cosine schedule, 16 px images, the text through the
-#   frozen text encoder of the CLIP in `runs/ddpm/clip`.
+#   frozen text encoder of the CLIP in `runs/ddpm/clip`; sampled with DPM-Solver++(2M), 20 steps, w = 3.
 # - Noise-prediction error: **0.61** at t = 0, where the noise is a sliver of $x_t$ and hardest to see, and
 #   **0.008** or less at every other level.
-# - On 16 training captions: ancestral sampling with all 500 steps **1.41 s** per image (caption fidelity
-#   **1.00**), DDIM-50 **0.17 s** (**0.94**); DDIM-10 and DPM-Solver++(2M)-10 **0.03 s**, both **0.81** (16
-#   prompts are few: on 200 typed prompts DPM++2M-10 grades **95.5%** at 0.035 s per image, bench/results/ddpm.md).
-# - Classifier-free guidance (default sampler, 48 captions): fidelity **0.04** with w = 0 (the unconditional
-#   model), **0.81** at w = 1, **0.92** at 2, **0.88** at 3, **0.92** at 5.
-# - Prompts as people type them (96, "a red circle", "a small blue square"): fidelity **0.91**, size right
-#   **0.91**; circles **0.96**, squares **0.91**, triangles **0.91**, crosses **0.85**.
-# - Held-out colour–shape pairs: caption fidelity **0.69**.
+# - On 16 training captions: ancestral sampling with all 500 steps **1.40 s** per image (caption fidelity
+#   **1.00**), DDIM-50 **0.14 s** (**0.94**); DDIM-10 and DPM-Solver++(2M)-10 **0.035 s**, DPM-Solver++(2M)-20
+#   **0.071 s**, all three **0.81** (16 prompts are few: on 960 typed prompts DPM++2M-20 grades **96.9%**, sizes
+#   93.5%, and DPM++2M-10 94.3%, sizes 87.3%; bench/results/ddpm.md).
+# - Classifier-free guidance (default sampler, 48 captions): fidelity **0.02** with w = 0 (the unconditional
+#   model), **0.77** at w = 1, **0.94** at 2, **0.92** at 3, **0.96** at 5.
+# - Prompts as people type them (96, "a red circle", "a small blue square"): fidelity **0.93**, size right
+#   **0.89**; circles **1.00**, squares **0.91**, triangles **0.91**, crosses **0.89**.
+# - Held-out colour–shape pairs: caption fidelity **0.77**.
 # - The previous default (the text encoder learnt from scratch, 2600 steps of batch 32, 10–13 minutes; now
-#   `--preset scratch`) read in the same cells 0.94 at w = 3, 0.95 on typed prompts and 0.79 on held-out pairs.
-#   These cells hold 48–96 prompts (± 5 points); on 960 typed prompts the two defaults agree within a point
-#   (94.3% against 94.8%), with sizes and full captions a few points lower for the five-minute one (README, "DDPM").
+#   `--preset scratch`, sampled with 10 steps) read in the same cells 0.94 at w = 3, 0.95 on typed prompts and
+#   0.79 on held-out pairs. These cells hold 48–96 prompts (± 5 points); on 960 typed prompts the five-minute
+#   default with 20 steps reads 96.9% against the previous default's 94.8%, sizes 93.5% against 91.1% (README,
+#   "DDPM").

@@ -461,7 +461,7 @@ print(f"lesson wall time so far: {time.perf_counter() - t_start:.0f} s")
 # %% [markdown]
 # ## What you should have seen
 #
-# Full run, 2026-12-05, 2-core CPU, 6.0 minutes on a quiet machine with the five runs trained beforehand (the
+# Full run, 2026-12-05, 2-core CPU, 5.8 minutes on a quiet machine with the five runs trained beforehand (the
 # README's commands that day: CLIP 2.4 min, VQGAN 5.7, VQ-VAE 4.1; DALL-E 14.0 and DDPM 5.0, each with its CLIP):
 #
 # - **Section 1.** The VQGAN matches the plain VQ-VAE of the same size on every measure on fresh images: PSNR
@@ -481,8 +481,8 @@ print(f"lesson wall time so far: {time.perf_counter() - t_start:.0f} s")
 #   Held-out pairs: 3 of 4.
 # - **Section 5.** Over 20 prompts × 3 seeds: CLIP-guided through the VQGAN 90% at 2.5 s per image, raw pixels
 #   43% at 2.1 s, DALL-E one sample per prompt 92% at 0.014 s and the best of 8 by its CLIP (its default) 93% at
-#   0.076 s, the DDPM (the five-minute default, DPM-Solver++(2M), 10 steps) 95% at 0.028 s. Diversity across
-#   seeds is lowest for the two CLIP-guided routes (0.063 and 0.058, against 0.22 for DALL-E either way and 0.26
+#   0.076 s, the DDPM (the five-minute default, DPM-Solver++(2M), 20 steps) 95% at 0.054 s. Diversity across
+#   seeds is lowest for the two CLIP-guided routes (0.063 and 0.058, against 0.22 for DALL-E either way and 0.27
 #   for DDPM): every seed starts from the same grey blob in the same place and only the
 #   cut-outs differ. A generator trained on captions is two orders of magnitude faster per picture and draws
 #   more varied pictures; guidance by a CLIP needs no captioned generator at all, and that was its appeal.
