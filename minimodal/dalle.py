@@ -73,7 +73,7 @@ class Config(TrainConfig):
     # the CLIP that reranks: a trained CLIP's work directory, or "auto" (WORKDIR/clip, where CLIP's `clip_preset`
     # is trained first on this run's data); "": plain sampling unless `generate` is given `rerank_with`
     clip_workdir: str = ""
-    clip_preset: str = "default"  # lesson 02's CLIP: 32 px, 400 steps, ~2.4 min on a 2-core CPU
+    clip_preset: str = "default"  # CLIP's default: 32 px, 400 steps, ~2 min on a 2-core CPU
     # training: batch 32 runs 13% more sequences per second on the CPU than 64, so more, smaller steps;
     # lr 4e-3 from an 800-step sweep over 1e-3 .. 8e-3 (1e-3 ended 7 points lower; bench/results/dalle.md)
     n_train: int = 40_000
