@@ -58,23 +58,31 @@ def _config_for(family, workdir: Path, preset: str | None, data: str | None, ove
     return configlib.override(base, overrides)
 
 
-def _start_distributed(args) -> None:
+def _start_distributed(args) -> bool:
     """`--coordinator/--num-processes/--process-id` or `--distributed`: one process of a multi-process run."""
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or any(v is not None for v in explicit):
         from minimodal import distributed
 
         distributed.initialize(*explicit, auto=args.distributed and not any(v is not None for v in explicit))
+        return True
+    return False
 
 
 def cmd_train(args) -> int:
+    import jax
+
     from minimodal import distributed, train
     from minimodal.models import get_family
 
-    _start_distributed(args)
+    several_processes = _start_distributed(args)
     family = get_family(args.model)
     workdir = Path(args.workdir)
     config = _config_for(family, workdir, args.preset, args.data, args.overrides)
+    split = family.one_device_per_core and not several_processes
+    count = distributed.one_cpu_device_per_core(config.batch_size) if split else None
+    if count and count > 1 and jax.default_backend() == "cpu":
+        distributed.say(f"each batch is split over {count} CPU devices, one per core (JAX_NUM_CPU_DEVICES=1: one)")
     trained = train.fit(family, config, workdir, progress=not args.quiet)
     if not distributed.is_primary():
         return 0

@@ -48,8 +48,8 @@ TARGETS = ("identity", "captions", "attributes")
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
     """CLIP on 32 px shapes by default: `minimodal train clip --data shapes`, 400 steps of 128 pairs. On the
-    2-core CPU the whole command takes about 2.0-2.1 minutes and reads ~100% 24-way zero-shot on fresh renders,
-    54-58% on held-out pairs (bench/results/clip.md, "Two minutes: what fewer steps cost")."""
+    2-core CPU (one device per core) the whole command takes 104-111 s and reads ~100% 24-way zero-shot on fresh
+    renders, 54-60% on held-out pairs (bench/results/clip.md, "One device per core")."""
 
     steps: int = 400
     batch_size: int = 128
@@ -336,7 +336,8 @@ def sample_grid(model: CLIP, config: Config, tokenizer: Any, rng: jax.Array, wor
 
 
 FAMILY = Family("clip", Config, PRESETS, build, loss_fn, prepare=prepare, sample_grid=sample_grid,
-                evaluate=evaluate, pipeline=ClipPipeline, per_example_loss=False)
+                evaluate=evaluate, pipeline=ClipPipeline, per_example_loss=False,
+                one_device_per_core=True)
 
 
 def workdir_for(setting: str, workdir: str | Path) -> Path | None:

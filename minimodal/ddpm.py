@@ -452,4 +452,4 @@ def evaluate(model: DDPM, config: Config, tokenizer: Any, workdir: str | Path | 
 
 FAMILY = Family(name="ddpm", config_class=Config, presets=PRESETS, build=build, loss_fn=loss_fn,
                 text_tokenizer=text_tokenizer, warm_start=warm_start, sample_grid=sample_grid, evaluate=evaluate,
-                pipeline=pipeline)
+                pipeline=pipeline, one_device_per_core=True)

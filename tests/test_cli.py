@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from minimodal import cli, train
+from minimodal import cli, distributed, train
 from minimodal.models import register
 from toy_family import FAMILY
 
@@ -51,3 +55,55 @@ def test_option_values_are_typed():
 def test_impossible_training_values_are_refused(tmp_path, capsys, assignment, message):
     assert cli.main(["train", "toy", "--workdir", str(tmp_path / "w"), "--quiet", *TOY, assignment]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cpu_device_count_splits_the_batch_evenly_over_at_most_one_device_per_core():
+    cases = [(128, 2), (128, 3), (96, 4), (112, 2), (80, 1), (32, 0), (128, 64), (16, 2), (12, 2)]
+    assert [distributed.cpu_device_count(batch, cores) for batch, cores in cases] == [2, 2, 4, 2, 1, 1, 16, 2, 1]
+    assert distributed.MIN_PER_CPU_DEVICE == 8  # so 128 splits at most 16 ways, and 12 not at all
+
+
+ONE_PER_CORE = textwrap.dedent("""
+    import os, jax
+    from minimodal import distributed
+    count = distributed.one_cpu_device_per_core(96)
+    print(count, jax.device_count(), distributed.one_cpu_device_per_core(64), len(os.sched_getaffinity(0)))
+""")
+
+
+def _without_device_settings(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize("setting, devices", [
+    ({}, None),
+    ({"JAX_NUM_CPU_DEVICES": "5"}, 5),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, 3),
+])
+def test_one_cpu_device_per_core_unless_a_count_was_chosen(setting, devices):
+    out = subprocess.run([sys.executable, "-c", ONE_PER_CORE], env=_without_device_settings(**setting),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    count, device_count, again, cores = out.stdout.split()
+    if devices is None:  # nobody chose: one per core (as many as split 96 evenly)
+        assert int(count) == int(device_count) == distributed.cpu_device_count(96, int(cores))
+    else:  # the user's count stands
+        assert (count, int(device_count)) == ("None", devices)
+    assert again == "None"  # once JAX has started, its devices stay
+
+
+def test_clip_training_splits_over_the_cores_and_resumes_on_one_device(tmp_path):
+    workdir = str(tmp_path / "clip")
+    argv = [sys.executable, "-m", "minimodal", "train", "clip", "--preset", "tiny", "--data", "shapes",
+            "--workdir", workdir, "--quiet", "log_every=2", "checkpoint_every=2"]
+    split = subprocess.run([*argv, "steps=4"], env=_without_device_settings(), capture_output=True, text=True,
+                           timeout=300)
+    assert split.returncode == 0, split.stderr[-1500:]
+    count = distributed.cpu_device_count(32, len(os.sched_getaffinity(0)))  # tiny: 32 pairs a batch
+    assert (f"each batch is split over {count} CPU devices" in split.stderr) == (count > 1)
+    one = subprocess.run([*argv, "steps=6"], env=_without_device_settings(JAX_NUM_CPU_DEVICES="1"),
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-1500:]
+    assert "split over" not in one.stderr and f"resuming {workdir} from step 4" in one.stderr
+    assert [r["step"] for r in train.read_metrics(workdir)] == [2, 4, 6]
