@@ -89,7 +89,9 @@ def local_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
-MIN_PER_CPU_DEVICE = 8  # examples; a guard for many-core machines (the split was measured on 2 cores only)
+# Examples per device at the least: slices of 4 ran slower split than whole (DALL-E's and the DDPM `scratch`
+# preset's micro-batches of 8, bench/results/dalle.md), slices of 8 faster (the DDPM default's batches of 16).
+MIN_PER_CPU_DEVICE = 8
 
 
 def cpu_device_count(batch_size: int, cores: int) -> int:
@@ -100,10 +102,11 @@ def cpu_device_count(batch_size: int, cores: int) -> int:
 
 
 def one_cpu_device_per_core(batch_size: int) -> int | None:
-    """Before JAX starts: give its CPU backend one device per usable core (`cpu_device_count`), so that one
-    process runs each batch data parallel over the cores. XLA's CPU backend keeps only about one core busy with a
-    small model's operations; split over two devices, CLIP's step runs ~1.2x faster on two cores
-    (bench/results/clip.md, "One device per core"). GPUs and TPUs ignore the setting.
+    """Before JAX starts: give its CPU backend one device per usable core (`cpu_device_count`; `batch_size`: the
+    examples a step computes at a time, one micro-batch slice), so that one process runs each batch data
+    parallel over the cores. XLA's CPU backend keeps only about one core busy with a small model's operations;
+    split over two devices, CLIP's step runs ~1.2x faster on two cores (bench/results/clip.md, "One device per
+    core"). GPUs and TPUs ignore the setting.
 
     Changes nothing when the count was chosen already (`XLA_FLAGS=--xla_force_host_platform_device_count=N`,
     `JAX_NUM_CPU_DEVICES=N`) or JAX has started (its devices exist). Returns the count set, or None."""

@@ -101,9 +101,39 @@ def test_clip_training_splits_over_the_cores_and_resumes_on_one_device(tmp_path)
                            timeout=300)
     assert split.returncode == 0, split.stderr[-1500:]
     count = distributed.cpu_device_count(32, len(os.sched_getaffinity(0)))  # tiny: 32 pairs a batch
-    assert (f"each batch is split over {count} CPU devices" in split.stderr) == (count > 1)
+    assert ("split over" in split.stderr) == (count > 1)
+    assert count == 1 or f"each batch is split over {count} CPU devices" in split.stderr
     one = subprocess.run([*argv, "steps=6"], env=_without_device_settings(JAX_NUM_CPU_DEVICES="1"),
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-1500:]
     assert "split over" not in one.stderr and f"resuming {workdir} from step 4" in one.stderr
+    assert [r["step"] for r in train.read_metrics(workdir)] == [2, 4, 6]
+
+
+SPLIT_TOY = textwrap.dedent("""
+    import dataclasses, sys
+    sys.path.insert(0, {tests!r})
+    from minimodal import cli
+    from minimodal.models import register
+    from toy_family import FAMILY
+    register(dataclasses.replace(FAMILY, one_device_per_core=True))
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_only_slices_of_at_least_8_examples_per_device_are_split(tmp_path):
+    script = tmp_path / "split_toy.py"
+    script.write_text(SPLIT_TOY.format(tests=os.path.dirname(__file__)))
+    workdir = str(tmp_path / "toy")
+    argv = [sys.executable, str(script), "train", "toy", "--data", "shapes", "--workdir", workdir, "--quiet",
+            "image_size=16", "n_train=64", "classes=24", "batch_size=32", "log_every=2", "checkpoint_every=2"]
+    cores = len(os.sched_getaffinity(0))
+    for steps, slices in ((4, 2), (6, 4)):  # 2 slices of 16 split over 2 cores; 4 slices of 8 do not
+        run = subprocess.run([*argv, f"steps={steps}", f"micro_batches={slices}"], env=_without_device_settings(),
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-1500:]
+        count = distributed.cpu_device_count(32 // slices, cores)
+        assert count == (min(cores, 2) if slices == 2 else 1)
+        assert ("split over" in run.stderr) == (count > 1)
+        assert count == 1 or f"each batch is split over {count} CPU devices" in run.stderr
     assert [r["step"] for r in train.read_metrics(workdir)] == [2, 4, 6]
