@@ -33,6 +33,7 @@ differentiated, updated, decayed or averaged.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -380,10 +381,25 @@ def mesh_for(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
 
 
+# Whether a `fit` that is not told shows its progress bar: the enclosing `fit`'s choice (a model a family trains
+# first from one of its hooks, e.g. a DDPM's CLIP), else yes.
+_SHOW_PROGRESS = contextvars.ContextVar("minimodal_show_progress", default=True)
+
+
+@contextlib.contextmanager
+def _progress_for_nested_fits(show: bool):
+    token = _SHOW_PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
 def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: dict[str, Any] | None = None,
         tokenizer: Tokenizer | None = None, devices: Sequence[jax.Device] | None = None,
-        progress: bool = True) -> Trained:
-    """Train `family` with `config` in `workdir`, resuming from its last checkpoint if there is one."""
+        progress: bool | None = None) -> Trained:
+    """Train `family` with `config` in `workdir`, resuming from its last checkpoint if there is one. `progress`:
+    show a progress bar (None: as the `fit` this one runs inside does, else yes)."""
     from minimodal.data import Batches, load_examples
 
     workdir = Path(workdir)
@@ -409,7 +425,9 @@ def fit(family: Family, config: TrainConfig, workdir: str | Path, *, examples: d
     primary = distributed.is_primary()
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
-    with TrainingLock(workdir, say=distributed.say) if primary else contextlib.nullcontext():
+    progress = _SHOW_PROGRESS.get() if progress is None else progress
+    with (TrainingLock(workdir, say=distributed.say) if primary else contextlib.nullcontext(),
+          _progress_for_nested_fits(progress)):
         if primary:
             _claim_workdir(family, config, workdir)
         if examples is None:

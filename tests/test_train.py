@@ -208,3 +208,16 @@ def test_a_resumed_run_may_change_its_sampling_defaults_but_not_its_training():
     assert configlib.incompatible_keys(old, dalle.Config(top_k=0, lr=3e-3, dim=64)) == ["dim", "lr"]
     assert configlib.incompatible_keys(ddpm.Config(), ddpm.Config(guidance=5.0, sample_steps=20)) == []
     assert configlib.incompatible_keys(ToyConfig(), ToyConfig(lr=0.1)) == ["lr"]
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_a_fit_inside_a_fit_shows_its_bar_as_the_outer_one_does(tmp_path, capsys, show):
+    def prepare(config, examples, tokenizer, workdir):  # a family that trains another model first
+        train.fit(FAMILY, ToyConfig(steps=2, log_every=1), workdir / "first", examples=toy_examples())
+        return examples
+
+    outer = dataclasses.replace(FAMILY, name="outer", prepare=prepare)
+    train.fit(outer, ToyConfig(steps=2, log_every=1), tmp_path, examples=toy_examples(), progress=show)
+    assert (tmp_path / "first" / "checkpoints" / "2").exists()
+    err = capsys.readouterr().err
+    assert ("train outer" in err, "train toy" in err) == (show, show)
