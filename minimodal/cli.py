@@ -79,11 +79,11 @@ def cmd_train(args) -> int:
     family = get_family(args.model)
     workdir = Path(args.workdir)
     config = _config_for(family, workdir, args.preset, args.data, args.overrides)
-    split = family.one_device_per_core and not several_processes
-    at_once = config.batch_size // config.micro_batches  # examples the step computes at a time
-    count = distributed.one_cpu_device_per_core(at_once) if split else None
-    if count and count > 1 and jax.default_backend() == "cpu":
-        distributed.say(f"each batch is split over {count} CPU devices, one per core (JAX_NUM_CPU_DEVICES=1: one)")
+    configlib.check_training_values(config)
+    if family.one_device_per_core and not several_processes and config.batch_size % config.micro_batches == 0:
+        count = distributed.one_cpu_device_per_core(config.batch_size // config.micro_batches)
+        if count and count > 1 and jax.default_backend() == "cpu":
+            distributed.say(f"each batch is split over {count} CPU devices (JAX_NUM_CPU_DEVICES=1 for one)")
     trained = train.fit(family, config, workdir, progress=not args.quiet)
     if not distributed.is_primary():
         return 0

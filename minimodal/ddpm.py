@@ -15,7 +15,7 @@ embedding already aligned with images): `text_from_clip=auto` trains CLIP's fast
 
 Legend: B batch, T text tokens, D text width, V vocabulary, H W image side, C channels.
 
-    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~5 min on a 2-core CPU, its CLIP included
+    minimodal train ddpm --data shapes --workdir runs/ddpm        # ~4 min on a 2-core CPU, its CLIP included
     minimodal sample ddpm --workdir runs/ddpm "a red circle" "a blue square"
     minimodal eval ddpm --workdir runs/ddpm                        # caption fidelity ≥ 0.8 with guidance
 """
@@ -87,11 +87,11 @@ class Config(TrainConfig):
     sampling_keys: ClassVar[frozenset[str]] = frozenset({"sampler", "sample_steps", "guidance", "eval_prompts"})
 
 
-# About five minutes on a 2-core CPU, CLIP included: the text encoder of a CLIP trained first and kept frozen
-# (one learnt from scratch needed 83k images for what this reads from 48k), batch 16 (1.6x the steps per second
-# of batch 32, about the same images per second: more updates per image), no attention but the middle's, a
-# higher rate and a short EMA for a short run (bench/results/ddpm.md, "Five minutes"). It samples with 20
-# DPM-Solver++(2M) steps: at 10 it names sizes less reliably (87% against 93.5% of 960 typed prompts; 0.074 s per
+# About four minutes on a 2-core CPU (one device per core; 4.6-5.0 on one), CLIP included: the text encoder of a CLIP
+# trained first and kept frozen (one learnt from scratch needed 83k images for what this reads from 48k), batch 16
+# (1.6x the steps per second of batch 32, about the same images per second: more updates per image), no attention but
+# the middle's, a higher rate and a short EMA for a short run (bench/results/ddpm.md, "Five minutes"). It samples with
+# 20 DPM-Solver++(2M) steps: at 10 it names sizes less reliably (87% against 93.5% of 960 typed prompts; 0.074 s per
 # image at 20 on a 2-core CPU; bench/results/ddpm.md, "Sampling steps for the five-minute default")
 _FROZEN_CLIP = Config(steps=3000, batch_size=16, lr=5e-3, ema_decay=0.98, attention_levels=(), context_length=16,
                       text_dim=96, text_heads=4, text_from_clip="auto", freeze_text=True, sample_steps=20)

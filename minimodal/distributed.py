@@ -94,26 +94,34 @@ def local_copy(tree: Any) -> Any:
 MIN_PER_CPU_DEVICE = 8
 
 
-def cpu_device_count(batch_size: int, cores: int) -> int:
-    """The most CPU devices, at most one per core, that split `batch_size` evenly into slices of at least
-    MIN_PER_CPU_DEVICE examples (1 if none does)."""
-    most = min(cores, batch_size // MIN_PER_CPU_DEVICE)
-    return max([n for n in range(1, most + 1) if batch_size % n == 0], default=1)
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one; CPU quotas are not read)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def one_cpu_device_per_core(batch_size: int) -> int | None:
-    """Before JAX starts: give its CPU backend one device per usable core (`cpu_device_count`; `batch_size`: the
-    examples a step computes at a time, one micro-batch slice), so that one process runs each batch data
-    parallel over the cores. XLA's CPU backend keeps only about one core busy with a small model's operations;
-    split over two devices, CLIP's step runs ~1.2x faster on two cores (bench/results/clip.md, "One device per
-    core"). GPUs and TPUs ignore the setting.
+def cpu_device_count(examples_at_once: int, cores: int) -> int:
+    """The most CPU devices, a power of two and at most one per core, that split `examples_at_once` evenly
+    into slices of at least MIN_PER_CPU_DEVICE examples (1 if none does). Powers of two, so that a model trained
+    first in the same process (a DDPM's CLIP, batches of 128) splits evenly too."""
+    count = 1
+    while 2 * count <= cores and examples_at_once % (2 * count) == 0 \
+            and examples_at_once // (2 * count) >= MIN_PER_CPU_DEVICE:
+        count *= 2
+    return count
+
+
+def one_cpu_device_per_core(examples_at_once: int) -> int | None:
+    """Before JAX starts: give its CPU backend one device per usable core, or as many as `cpu_device_count`
+    allows for `examples_at_once` (what a step computes at a time: the batch, or one micro-batch slice), so that
+    one process runs each batch data parallel over the cores. XLA's CPU backend keeps only about one core busy
+    with a small model's operations; split over two devices, CLIP's step runs ~1.2x faster on two cores, the
+    DDPM's ~1.25x (bench/results/clip.md, "One device per core"). GPUs and TPUs ignore the setting.
 
     Changes nothing when the count was chosen already (`XLA_FLAGS=--xla_force_host_platform_device_count=N`,
     `JAX_NUM_CPU_DEVICES=N`) or JAX has started (its devices exist). Returns the count set, or None."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices >= 0:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    count = cpu_device_count(batch_size, cores)
+    count = cpu_device_count(examples_at_once, usable_cores())
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # JAX has started: its devices are fixed

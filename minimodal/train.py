@@ -93,8 +93,9 @@ class Family:
     per_example_loss: the loss is a mean of per-example terms, so `micro_batches` > 1 gives the same gradient
         (or close to it, for a mean over non-padding tokens; False: CLIP's contrastive loss, whose negatives are
         the rest of the batch, and the VQ-VAE's codebook EMA)
-    one_device_per_core: `minimodal train` on a CPU splits each batch over one device per core
-        (`distributed.one_cpu_device_per_core`; measured faster for CLIP, bench/results/clip.md)
+    one_device_per_core: `minimodal train` on a CPU splits each batch over one device per core, or as many as
+        leave each ≥ 8 examples of a slice (`distributed.one_cpu_device_per_core`; measured faster for CLIP and
+        the DDPM, slower for DALL-E: bench/results/clip.md, dalle.md)
     """
 
     name: str
