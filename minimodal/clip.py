@@ -49,7 +49,7 @@ TARGETS = ("identity", "captions", "attributes")
 class Config(TrainConfig):
     """CLIP on 32 px shapes by default: `minimodal train clip --data shapes`, 400 steps of 128 pairs. On the
     2-core CPU (one device per core) the whole command takes 104-111 s and reads ~100% 24-way zero-shot on fresh
-    renders, 54-60% on held-out pairs (bench/results/clip.md, "One device per core")."""
+    renders, 48-60% on held-out pairs (bench/results/clip.md, "One device per core")."""
 
     steps: int = 400
     batch_size: int = 128

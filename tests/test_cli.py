@@ -12,7 +12,7 @@ import pytest
 
 from minimodal import cli, distributed, train
 from minimodal.models import register
-from toy_family import FAMILY
+from toy_family import FAMILY, cli_script
 
 register(FAMILY)
 TOY = ["image_size=16", "n_train=64", "classes=24", "batch_size=16", "steps=10", "log_every=5"]
@@ -66,7 +66,7 @@ def test_cpu_device_count_splits_the_batch_evenly_over_at_most_one_device_per_co
 
 
 ONE_PER_CORE = textwrap.dedent("""
-    import os, jax
+    import jax
     from minimodal import distributed
     count = distributed.one_cpu_device_per_core(96)
     print(count, jax.device_count(), distributed.one_cpu_device_per_core(64), distributed.usable_cores())
@@ -125,20 +125,8 @@ def test_clip_training_on_one_device_resumes_split_over_the_cores(tmp_path):
     assert [r["step"] for r in train.read_metrics(workdir)] == [2, 4, 6]
 
 
-SPLIT_TOY = textwrap.dedent("""
-    import dataclasses, sys
-    sys.path.insert(0, {tests!r})
-    from minimodal import cli
-    from minimodal.models import register
-    from toy_family import FAMILY
-    register(dataclasses.replace(FAMILY, one_device_per_core=True))
-    sys.exit(cli.main(sys.argv[1:]))
-""")
-
-
 def test_only_slices_of_at_least_8_examples_per_device_are_split(tmp_path):
-    script = tmp_path / "split_toy.py"
-    script.write_text(SPLIT_TOY.format(tests=os.path.dirname(__file__)))
+    script = cli_script(tmp_path / "split_toy.py", one_device_per_core=True)
     workdir = str(tmp_path / "toy")
     argv = [sys.executable, str(script), "train", "toy", "--data", "shapes", "--workdir", workdir, "--quiet",
             "image_size=16", "n_train=64", "classes=24", "batch_size=32", "log_every=2", "checkpoint_every=2"]

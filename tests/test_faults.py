@@ -24,7 +24,7 @@ from minimodal import config as configlib
 from minimodal.checkpoints import MANIFEST, CheckpointDamaged, Checkpoints, CheckpointWriteError
 from minimodal.models import register
 from minimodal.workdir import LOCK_FILE, TrainingLock, WorkdirBusy, WorkdirError
-from toy_family import FAMILY, ToyConfig, toy_examples
+from toy_family import FAMILY, ToyConfig, cli_script, toy_examples
 
 TESTS = Path(__file__).parent
 register(FAMILY)
@@ -53,7 +53,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from minimodal import checkpoints, train
     from minimodal.data import pipeline
-    from toy_family import FAMILY, ToyConfig, toy_examples
+    from toy_family import FAMILY, ToyConfig, cli_script, toy_examples
     workdir, kind, kill_step, phase = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 
@@ -423,15 +423,6 @@ def test_a_read_only_workdir_refuses_training_clearly_but_still_loads(tmp_path, 
 
 # ----------------------------------------------------------------------------- several processes
 
-PROCESS_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from minimodal import cli
-    from minimodal.models import register
-    from toy_family import FAMILY
-    register(FAMILY)
-    sys.exit(cli.main(sys.argv[1:]))
-""")
 TOY = ["--data", "shapes", "--quiet", "image_size=16", "n_train=64", "classes=24", "batch_size=16", "log_every=2",
        "checkpoint_every=4", "lr=0.01"]
 
@@ -465,8 +456,7 @@ def _losses(workdir: Path) -> list[float]:
 
 
 def test_two_processes_train_the_same_run_as_one_and_either_layout_resumes(tmp_path):
-    script = tmp_path / "minimodal_toy.py"
-    script.write_text(PROCESS_SCRIPT.format(tests=str(TESTS)))
+    script = cli_script(tmp_path / "minimodal_toy.py")
     ok = lambda results: all(r.returncode == 0 for r in results) or pytest.fail(  # noqa: E731
         "\n".join(r.stderr[-1500:] for r in results))
     ok(_train(script, tmp_path / "one", 1, "steps=12"))
@@ -486,8 +476,7 @@ def test_two_processes_train_the_same_run_as_one_and_either_layout_resumes(tmp_p
 
 
 def test_processes_started_with_different_settings_are_refused_by_name(tmp_path):
-    script = tmp_path / "minimodal_toy.py"
-    script.write_text(PROCESS_SCRIPT.format(tests=str(TESTS)))
+    script = cli_script(tmp_path / "minimodal_toy.py")
     results = _train(script, tmp_path / "run", 2, ("steps=4",), ("steps=4", "lr=0.02"))
     for r in results:
         assert r.returncode == 2, r.stderr[-1500:]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -60,3 +62,21 @@ def toy_examples(n: int = 96, size: int = 8, classes: int = 3, seed: int = 0) ->
 
 FAMILY = Family(name="toy", config_class=ToyConfig, presets={"default": ToyConfig(), "tiny": ToyConfig()},
                 build=build, loss_fn=loss_fn)
+
+
+CLI_SCRIPT = textwrap.dedent("""
+    import dataclasses, sys
+    sys.path.insert(0, {tests!r})
+    from minimodal import cli
+    from minimodal.models import register
+    from toy_family import FAMILY
+    register(dataclasses.replace(FAMILY, **{changes!r}))
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def cli_script(path: Path, **changes) -> Path:
+    """Write a script at `path` that runs minimodal's command line with the toy family (with `changes`, e.g.
+    `one_device_per_core=True`) registered: for tests that need `minimodal train toy` in fresh processes."""
+    path.write_text(CLI_SCRIPT.format(tests=str(Path(__file__).parent), changes=changes))
+    return path
